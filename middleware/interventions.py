@@ -1,0 +1,279 @@
+"""Steering the residual stream with SAE features, per token (pure torch).
+
+Follows "Breaking Bad Tokens: Detoxification of LLMs Using Sparse Autoencoders": at the SAE's
+layer, the residual stream h (T, d_in) is moved along decoder directions d_f = W_dec[f]:
+
+    add     h += s * d_f                 (s = strength)
+    clamp   h += (c - f_f(h)) * d_f      (c = strength; f_f = the SAE activation of feature f)
+    ablate  h -= f_f(h) * d_f            (remove f's contribution where it is active)
+    vector  h += s * v                   (a raw vector v (d_in,), no SAE feature)
+
+optionally only at tokens where a gate feature fires (token-level conditional steering).
+Several interventions are applied together: every f_f is computed from the ORIGINAL h and the
+deltas are summed, so the result does not depend on their order (clamping f twice therefore
+moves it twice as far). All three feature modes are one affine rule, delta = (a + b * f_f) * d_f:
+
+    mode    a    b
+    add     s    0
+    clamp   c   -1
+    ablate  0   -1
+
+so a request's list compiles into dense (a, b) vectors (`SteeringPlan`), and requests with
+different lists share one encoder pass and one decoder matmul (`PlanBatch`, `apply_steering`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+
+from middleware.sae import SAE
+
+__all__ = [
+    "MODES",
+    "GateSpec",
+    "InterventionSpec",
+    "Mode",
+    "PlanBatch",
+    "SteeringPlan",
+    "apply_plan",
+    "apply_steering",
+    "token_rows_from_counts",
+]
+
+Mode = Literal["add", "clamp", "ablate"]
+MODES: tuple[str, ...] = ("add", "clamp", "ablate")
+# mode -> (a per unit of strength, b) in delta = (a + b * f_f(h)) * d_f.
+_AFFINE: dict[str, tuple[float, float]] = {"add": (1.0, 0.0), "clamp": (1.0, -1.0), "ablate": (0.0, -1.0)}
+
+
+def _check_feature(feature: object, sae: SAE, what: str) -> None:
+    if not isinstance(feature, int) or isinstance(feature, bool):
+        raise ValueError(f"{what} must be an integer feature index, got {feature!r}")
+    if not 0 <= feature < sae.cfg.d_sae:
+        raise ValueError(f"{what} {feature} is out of range: this SAE has features 0..{sae.cfg.d_sae - 1}")
+
+
+@dataclass
+class InterventionSpec:
+    """One steering operation. `feature` is an SAE feature index; a raw `vector` (d_in,)
+    replaces it for mode "add". `strength` is s for add/vector, the target c for clamp,
+    and unused for ablate."""
+
+    feature: int | None
+    mode: Mode = "add"
+    strength: float = 0.0
+    vector: list[float] | None = None
+
+    def validate(self, sae: SAE) -> None:
+        """Raise ValueError with a readable message if this spec cannot run on `sae`."""
+        if self.mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
+        if not isinstance(self.strength, int | float) or not math.isfinite(self.strength):
+            raise ValueError(f"strength must be a finite number, got {self.strength!r}")
+        if self.vector is None:
+            if self.feature is None:
+                raise ValueError("an intervention needs a feature index or a vector")
+            _check_feature(self.feature, sae, "feature")
+            return
+        if self.feature is not None:
+            raise ValueError("give either a feature index or a vector, not both")
+        if self.mode != "add":
+            raise ValueError(f"a raw vector can only be added (mode 'add'), got mode {self.mode!r}")
+        if len(self.vector) != sae.cfg.d_in:
+            raise ValueError(f"vector has length {len(self.vector)}, but the SAE's d_in is {sae.cfg.d_in}")
+        if not all(isinstance(v, int | float) and math.isfinite(v) for v in self.vector):
+            raise ValueError("vector entries must all be finite numbers")
+
+
+@dataclass
+class GateSpec:
+    """Steer a token only if any of `features` has activation > `threshold` there (the signed
+    activation for abstopk SAEs, so a feature firing in its negative direction does not count)."""
+
+    features: list[int]
+    threshold: float = 0.0
+
+    def validate(self, sae: SAE) -> None:
+        if not self.features:
+            raise ValueError("a gate needs at least one feature")
+        for f in self.features:
+            _check_feature(f, sae, "gate feature")
+        if not isinstance(self.threshold, int | float) or not math.isfinite(self.threshold):
+            raise ValueError(f"gate threshold must be a finite number, got {self.threshold!r}")
+
+
+@dataclass(frozen=True)
+class SteeringPlan:
+    """One request's interventions as dense tensors (on CPU; `PlanBatch` moves them)."""
+
+    features: torch.Tensor  # (n,) long
+    const: torch.Tensor  # (n,) a
+    act_coef: torch.Tensor  # (n,) b
+    vector: torch.Tensor | None  # (d_in,) sum of s * v over the raw-vector specs
+    gate_features: torch.Tensor  # (g,) long; empty when ungated
+    gate_threshold: float
+
+    @classmethod
+    def compile(
+        cls, specs: Sequence[InterventionSpec], sae: SAE, gate: GateSpec | None = None
+    ) -> SteeringPlan:
+        """Validate `specs` (and `gate`) against `sae` and turn them into a plan."""
+        for spec in specs:
+            spec.validate(sae)
+        if gate is not None:
+            gate.validate(sae)
+        on_features = [s for s in specs if s.vector is None]
+        vectors = [
+            torch.tensor(s.vector, dtype=torch.float64) * s.strength for s in specs if s.vector is not None
+        ]
+        return cls(
+            features=torch.tensor([s.feature for s in on_features], dtype=torch.long),
+            const=torch.tensor([_AFFINE[s.mode][0] * s.strength for s in on_features], dtype=torch.float64),
+            act_coef=torch.tensor([_AFFINE[s.mode][1] for s in on_features], dtype=torch.float64),
+            vector=torch.stack(vectors).sum(dim=0) if vectors else None,
+            gate_features=torch.tensor(gate.features if gate else [], dtype=torch.long),
+            gate_threshold=float(gate.threshold) if gate else 0.0,
+        )
+
+    @property
+    def is_empty(self) -> bool:
+        """True when the plan steers nothing (a gate alone changes no token)."""
+        return self.features.numel() == 0 and self.vector is None
+
+
+def token_rows_from_counts(num_tokens: Sequence[int]) -> torch.Tensor:
+    """(T,) long request index of each token when request i owns the next num_tokens[i] tokens."""
+    counts = torch.as_tensor(list(num_tokens), dtype=torch.long)
+    return torch.repeat_interleave(torch.arange(len(counts)), counts)
+
+
+@dataclass(frozen=True)
+class PlanBatch:
+    """The plans of R requests whose tokens share one flattened (T, d_in) tensor.
+
+    Features are the union U over all plans and gates; per-request coefficients are rows of
+    (R + 1, U) matrices, the extra last row being an all-zero, disabled one for tokens of no
+    request (padding). `rows` (T,) picks each token's row. A token's result depends only on
+    its own h and its own request's row (other requests' features get coefficient 0).
+    Rebuild the batch when the batch composition or token layout changes.
+    """
+
+    features: torch.Tensor  # (U,) long, sorted
+    const: torch.Tensor  # (R + 1, U)
+    act_coef: torch.Tensor  # (R + 1, U)
+    vector: torch.Tensor | None  # (R + 1, d_in)
+    gate_thresholds: torch.Tensor  # (R + 1, U), +inf where the feature is not in the row's gate
+    gated: torch.Tensor  # (R + 1,) bool
+    enabled: torch.Tensor  # (R + 1,) bool, False for requests without steering
+    rows: torch.Tensor  # (T,) long in [0, R]
+    # Whether any row clamps, ablates or gates, i.e. the SAE encoder must run; decided on the
+    # CPU while building, so applying the batch does not wait on the device to find out.
+    needs_activations: bool
+
+    @classmethod
+    def from_plans(
+        cls, plans: Sequence[SteeringPlan | None], token_rows: torch.Tensor, sae: SAE
+    ) -> PlanBatch:
+        """`plans[r]` steers the tokens t with token_rows[t] == r (T,); -1 marks padding.
+
+        A None plan leaves its request's tokens untouched.
+        """
+        n_rows, d_in, device, dtype = len(plans), sae.cfg.d_in, sae.device, sae.dtype
+        token_rows = torch.as_tensor(token_rows, dtype=torch.long)
+        if token_rows.numel() and int(token_rows.max()) >= n_rows:
+            raise ValueError(f"token_rows refers to request {int(token_rows.max())}, but got {n_rows} plans")
+        live = [(i, p) for i, p in enumerate(plans) if p is not None and not p.is_empty]
+        for _, p in live:
+            used = torch.cat([p.features, p.gate_features])
+            if used.numel() and int(used.max()) >= sae.cfg.d_sae:
+                raise ValueError(
+                    f"plan uses feature {int(used.max())}, but this SAE has d_sae={sae.cfg.d_sae}"
+                )
+            if p.vector is not None and p.vector.shape != (d_in,):
+                raise ValueError(f"plan vector has shape {tuple(p.vector.shape)}, expected ({d_in},)")
+        parts = [t for _, p in live for t in (p.features, p.gate_features)]
+        features = torch.unique(torch.cat(parts)) if parts else torch.zeros(0, dtype=torch.long)
+        shape = (n_rows + 1, features.numel())
+        const = torch.zeros(shape, dtype=torch.float64)
+        act_coef = torch.zeros(shape, dtype=torch.float64)
+        gate_thresholds = torch.full(shape, math.inf, dtype=torch.float64)
+        gated = torch.zeros(n_rows + 1, dtype=torch.bool)
+        enabled = torch.zeros(n_rows + 1, dtype=torch.bool)
+        has_vector = any(p.vector is not None for _, p in live)
+        vector = torch.zeros(n_rows + 1, d_in, dtype=torch.float64) if has_vector else None
+        for i, p in live:
+            enabled[i] = True
+            pos = torch.searchsorted(features, p.features)  # (n,)
+            # index_add_ sums repeated features, matching "deltas are summed".
+            const[i].index_add_(0, pos, p.const)
+            act_coef[i].index_add_(0, pos, p.act_coef)
+            if p.gate_features.numel():
+                gated[i] = True
+                gate_thresholds[i, torch.searchsorted(features, p.gate_features)] = p.gate_threshold
+            if vector is not None and p.vector is not None:
+                vector[i] = p.vector
+        return cls(
+            features=features.to(device),
+            const=const.to(device, dtype),
+            act_coef=act_coef.to(device, dtype),
+            vector=None if vector is None else vector.to(device, dtype),
+            gate_thresholds=gate_thresholds.to(device, dtype),
+            gated=gated.to(device),
+            enabled=enabled.to(device),
+            rows=torch.where(token_rows < 0, n_rows, token_rows).to(device),
+            needs_activations=bool(act_coef.any()) or bool(gated.any()),
+        )
+
+
+def apply_steering(
+    h: torch.Tensor, sae: SAE, batch: PlanBatch, token_mask: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Steer the residual stream h (T, d_in) of a batch of requests.
+
+    `token_mask` (T,) bool marks the tokens that may be steered (e.g. generated, non-special);
+    default all. Returns the new h (T, d_in), a new tensor in h's dtype, and changed (T,) bool:
+    the tokens whose h actually moved (steerable, gate open, non-zero delta).
+    """
+    n_tokens = h.shape[0]
+    if batch.rows.shape != (n_tokens,):
+        raise ValueError(f"plan batch covers {batch.rows.numel()} tokens, h has {n_tokens}")
+    allowed = batch.enabled[batch.rows]  # (T,)
+    if token_mask is not None:
+        allowed = allowed & token_mask.to(allowed.device, torch.bool)
+    sel = allowed.nonzero().squeeze(-1)  # (S,) only these tokens are encoded and changed
+    changed = torch.zeros(n_tokens, dtype=torch.bool, device=h.device)
+    if sel.numel() == 0:
+        return h.clone(), changed
+    rows = batch.rows[sel]  # (S,)
+    h_sel = h[sel].to(sae.dtype)  # (S, d_in)
+    delta = torch.zeros_like(h_sel)  # (S, d_in)
+    open_gate = torch.ones_like(rows, dtype=torch.bool)  # (S,)
+    if batch.features.numel():
+        coef = batch.const[rows]  # (S, U)
+        if batch.needs_activations:
+            acts = sae.encode_features(h_sel, batch.features)  # (S, U), all from the original h
+            coef = coef + batch.act_coef[rows] * acts
+            fires = (acts > batch.gate_thresholds[rows]).any(dim=-1)  # (S,)
+            open_gate = ~batch.gated[rows] | fires
+        delta = coef @ sae.decoder_directions(batch.features)  # (S, U) @ (U, d_in)
+    if batch.vector is not None:
+        delta = delta + batch.vector[rows]
+    moved = open_gate & (delta != 0).any(dim=-1)  # (S,)
+    # Untouched tokens keep their exact original values (no round trip through the SAE dtype).
+    h_new = h.clone()
+    h_new[sel] = torch.where(moved[:, None], (h_sel + delta).to(h.dtype), h[sel])
+    changed[sel] = moved
+    return h_new, changed
+
+
+def apply_plan(
+    h: torch.Tensor, sae: SAE, plan: SteeringPlan | None, token_mask: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """`apply_steering` for one request owning all of h (T, d_in)."""
+    rows = torch.zeros(h.shape[0], dtype=torch.long)
+    return apply_steering(h, sae, PlanBatch.from_plans([plan], rows, sae), token_mask)
