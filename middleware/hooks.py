@@ -1,0 +1,162 @@
+"""The residual-stream hook point: what a middleware sees and returns inside the forward pass.
+
+The engine flattens every scheduled token of every request in a step into one batch of
+T tokens. After the configured decoder layer, each middleware gets the residual stream of
+that batch plus a `BatchLayout` saying which token belongs to which request, at which
+position, and whether it is a prompt or a generated token. It may return an edited stream
+and per-token side outputs (e.g. toxicity scores); the engine routes each token's side
+outputs back to its own request's response.
+
+This module is pure torch: the same middleware runs inside vLLM (serving/engine/) and on a
+plain transformers model by hooks (offline tools and tests).
+"""
+
+from __future__ import annotations
+
+import importlib
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+__all__ = [
+    "BatchLayout",
+    "HookResult",
+    "ResidualMiddleware",
+    "load_middleware",
+    "route_side_outputs",
+    "REQUEST_ARGS_KEY",
+]
+
+# Per-request middleware arguments travel in SamplingParams.extra_args under this key.
+REQUEST_ARGS_KEY = "steergate"
+
+
+@dataclass(frozen=True)
+class BatchLayout:
+    """Which request owns each of the T tokens of a flattened step batch.
+
+    Padding tokens (engines may pad T for kernels) have `token_request == -1`.
+    """
+
+    request_ids: list[str]  # engine request id, batch order; (R,)
+    request_args: list[dict[str, Any]]  # extra_args[REQUEST_ARGS_KEY] of each request; (R,)
+    prompt_lens: list[int]  # (R,)
+    token_request: torch.Tensor  # (T,) long: index into request_ids, -1 for padding
+    positions: torch.Tensor  # (T,) long: absolute position of the token in its sequence
+    is_prompt: torch.Tensor  # (T,) bool: position < prompt length
+
+    @property
+    def num_tokens(self) -> int:
+        return int(self.token_request.shape[0])
+
+    def spans(self) -> list[tuple[int, int]]:
+        """[start, end) token range of each request; requests are contiguous in the batch."""
+        out: list[tuple[int, int]] = []
+        counts = torch.bincount(self.token_request[self.token_request >= 0], minlength=len(self.request_ids))
+        start = 0
+        for n in counts.tolist():
+            out.append((start, start + n))
+            start += n
+        return out
+
+    @staticmethod
+    def from_spans(
+        request_ids: list[str],
+        spans: list[tuple[int, int]],
+        start_positions: list[int],
+        prompt_lens: list[int],
+        request_args: list[dict[str, Any]] | None = None,
+        num_tokens: int | None = None,
+    ) -> BatchLayout:
+        """Build a layout from contiguous per-request spans (how vLLM lays out a step)."""
+        total = num_tokens if num_tokens is not None else (spans[-1][1] if spans else 0)
+        token_request = torch.full((total,), -1, dtype=torch.long)
+        positions = torch.zeros(total, dtype=torch.long)
+        is_prompt = torch.zeros(total, dtype=torch.bool)
+        for r, ((s, e), p0, plen) in enumerate(zip(spans, start_positions, prompt_lens, strict=True)):
+            token_request[s:e] = r
+            positions[s:e] = torch.arange(p0, p0 + (e - s))
+            is_prompt[s:e] = positions[s:e] < plen
+        return BatchLayout(
+            request_ids=list(request_ids),
+            request_args=request_args if request_args is not None else [{} for _ in request_ids],
+            prompt_lens=list(prompt_lens),
+            token_request=token_request,
+            positions=positions,
+            is_prompt=is_prompt,
+        )
+
+
+@dataclass
+class HookResult:
+    """What a middleware returns for one step.
+
+    stream: the edited residual stream (T, d_model), or None to leave it unchanged.
+    side_outputs: per-token values, each tensor (T,) or (T, k), routed to the owning request.
+    """
+
+    stream: torch.Tensor | None = None
+    side_outputs: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+class ResidualMiddleware(ABC):
+    """One hook on the residual stream after decoder layer `layer`.
+
+    Subclasses are built in the engine process from config: `cls(layer=..., d_model=..., **args)`.
+    `__call__` must not depend on other requests of the batch for a request's result: that is
+    what keeps requests isolated from each other.
+    """
+
+    def __init__(self, layer: int, d_model: int, **_: Any) -> None:
+        self.layer = layer
+        self.d_model = d_model
+
+    @abstractmethod
+    def __call__(self, stream: torch.Tensor, layout: BatchLayout) -> HookResult:
+        """stream: (T, d_model) residual stream after `layer`; returns edits and side outputs."""
+
+    @classmethod
+    def annotate(cls, args: dict[str, Any], tokens: list[dict[str, Any]], safety: dict[str, Any]) -> None:
+        """Summarise one response's token records into its `safety` annotation (serving side).
+
+        tokens: [{"position", "is_prompt", <side output name>: value, ...}] of all the request's
+        sub-requests. Runs in the server process, not the engine, so it gets the config args
+        rather than an instance. Default: add nothing.
+        """
+
+
+def load_middleware(import_path: str) -> type[ResidualMiddleware]:
+    """Resolve 'package.module:ClassName' to a ResidualMiddleware subclass."""
+    module_name, _, attr = import_path.partition(":")
+    if not attr:
+        raise ValueError(f"middleware must be 'module:Class', got {import_path!r}")
+    cls = getattr(importlib.import_module(module_name), attr)
+    if not (isinstance(cls, type) and issubclass(cls, ResidualMiddleware)):
+        raise TypeError(f"{import_path} is not a ResidualMiddleware subclass")
+    return cls
+
+
+def route_side_outputs(
+    layout: BatchLayout, side_outputs: dict[str, torch.Tensor]
+) -> dict[str, dict[str, list[Any]]]:
+    """Split per-token side outputs by request.
+
+    Returns {request_id: {"positions": [...], "is_prompt": [...], name: [...]}} for the
+    requests that have tokens in this step.
+    """
+    routed: dict[str, dict[str, list[Any]]] = {}
+    if not side_outputs:
+        return routed
+    for r, (s, e) in enumerate(layout.spans()):
+        if e == s:
+            continue
+        rec: dict[str, list[Any]] = {
+            "positions": layout.positions[s:e].tolist(),
+            "is_prompt": layout.is_prompt[s:e].tolist(),
+        }
+        for name, values in side_outputs.items():
+            rec[name] = values[s:e].tolist()
+        routed[layout.request_ids[r]] = rec
+    return routed
