@@ -1,0 +1,53 @@
+"""`steergate` command line. `steergate serve` is what `make serve` runs."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+
+from serving.config import GatewayConfig
+from serving.settings import HEALTH_TIMEOUT_S
+
+__all__ = ["main"]
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from serving.launcher import start_gateway, stop_gateway
+
+    config = GatewayConfig.from_file(args.config) if args.config else GatewayConfig()
+    overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
+    if overrides:
+        config = config.model_copy(update=overrides)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    print(f"steergate: starting {', '.join(m.name for m in config.models)} (first start converts and "
+          "compiles the model: a few minutes)", flush=True)
+    try:
+        url = start_gateway(config, health_timeout_s=HEALTH_TIMEOUT_S)
+        print(f"steergate: ready on {url}  (OpenAI base_url {url}/v1; Ctrl-C stops)", flush=True)
+        stop.wait()
+        print("steergate: stopping", flush=True)
+    finally:
+        stop_gateway()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="steergate", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="start the gateway (Ray Serve + vLLM) in the foreground")
+    serve.add_argument("--host", help="bind address (default from config: 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port (default from config: 8000)")
+    serve.add_argument("--config", help="serving config YAML (see deploy/gateway.yaml)")
+    serve.set_defaults(func=_serve)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,87 @@
+"""The engine interface the model server is built on (the Ray Serve LLM `engine_cls` pattern).
+
+An engine turns one OpenAI request into a stream of items:
+- `EngineError`: the request failed (first item only); the ingress answers with its status.
+- `dict`: a complete non-streamed response body.
+- `SSEChunk`: one server-sent-events chunk to send as is (`data: {...}\\n\\n`, last `data: [DONE]`).
+- `UsageReport`: token counts of a stream, for metrics; never sent to the client.
+The real engine is vLLM (serving/engine/vllm_engine.py); unit tests of pure logic may pass a fake.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+from serving.config import ModelConfig
+from serving.protocol import ChatCompletionRequest, CompletionRequest
+
+__all__ = ["Engine", "EngineError", "error_type_for", "EngineItem", "SSEChunk", "UsageReport"]
+
+
+_ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
+                404: "not_found_error", 405: "invalid_request_error", 413: "invalid_request_error",
+                422: "invalid_request_error", 429: "rate_limit_error"}
+
+
+def error_type_for(status: int) -> str:
+    """OpenAI's `error.type` for an HTTP status."""
+    return _ERROR_TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")
+
+
+@dataclass
+class EngineError:
+    """An OpenAI-shaped error: becomes {"error": {...}} with HTTP `status`."""
+
+    message: str
+    type: str = "invalid_request_error"
+    param: str | None = None
+    code: str | int | None = None
+    status: int = 400
+
+    def body(self) -> dict[str, Any]:
+        return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
+
+
+@dataclass
+class SSEChunk:
+    data: str  # the full SSE event text, "data: ...\n\n"
+    has_content: bool = False  # carries generated text (the first one marks time to first token)
+
+
+@dataclass
+class UsageReport:
+    prompt_tokens: int
+    completion_tokens: int
+
+
+EngineItem = EngineError | dict[str, Any] | SSEChunk | UsageReport
+
+
+class Engine(ABC):
+    @classmethod
+    @abstractmethod
+    async def start(cls, config: ModelConfig) -> Engine:
+        """Load the model and return a ready engine."""
+
+    @abstractmethod
+    def chat(self, request: ChatCompletionRequest) -> AsyncIterator[EngineItem]:
+        """Run a chat completion."""
+
+    @abstractmethod
+    def completions(self, request: CompletionRequest) -> AsyncIterator[EngineItem]:
+        """Run a text completion."""
+
+    @abstractmethod
+    async def check_health(self) -> None:
+        """Raise if the engine cannot serve."""
+
+    @abstractmethod
+    def num_unfinished_requests(self) -> int:
+        """Requests the engine is still working on (used to check that aborts land)."""
+
+    @abstractmethod
+    def shutdown(self) -> None:
+        """Stop the engine and free its processes."""

@@ -1,0 +1,169 @@
+"""The vLLM engine behind a model server: AsyncLLM + vLLM's own OpenAI serving classes.
+
+vLLM does the OpenAI work (chat templates, sampling params, validation, streaming chunks,
+usage, logprobs); we add the steergate hook runtime (configured through
+`additional_config`, see plugin.py) and the side channel that brings per-token middleware
+outputs back to this process.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+from argparse import Namespace
+from collections.abc import AsyncGenerator, AsyncIterator
+from typing import Any
+
+from serving.config import ModelConfig
+from serving.embedded import embedded_model_dir
+from serving.engine.base import Engine, EngineError, EngineItem, error_type_for
+from serving.engine.plugin import ADDITIONAL_CONFIG_KEY
+from serving.engine.side_channel import SideChannelReceiver, SideOutputStore
+from serving.postprocess import ResponsePostprocessor
+from serving.protocol import ChatCompletionRequest, CompletionRequest
+
+__all__ = ["VLLMEngine"]
+
+logger = logging.getLogger(__name__)
+
+
+def _set_cpu_env(config: ModelConfig) -> None:
+    """vLLM's CPU backend reads these at engine start; the engine's child processes inherit them."""
+    cores = os.cpu_count() or 1
+    bind = config.engine.cpu_threads_bind
+    os.environ["VLLM_CPU_KVCACHE_SPACE"] = str(config.engine.cpu_kv_cache_gib)
+    # By default vLLM keeps a core for the frontend; with 2 cores that halves the model's speed.
+    os.environ.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")
+    os.environ["VLLM_CPU_OMP_THREADS_BIND"] = f"0-{cores - 1}" if bind == "auto" else bind
+
+
+def _engine_error(error: Any) -> EngineError:
+    """vLLM's ErrorResponse, or an exception vLLM raised, as our OpenAI-shaped error."""
+    from vllm.entrypoints.serve.engine.protocol import ErrorResponse
+    from vllm.entrypoints.serve.exception_handling.error_response import create_error_response
+
+    if not isinstance(error, ErrorResponse):
+        if not isinstance(error, Exception):
+            raise TypeError(error)
+        logger.info("request failed in vLLM: %r", error)
+        error = create_error_response(error)  # maps vLLM's exception classes to HTTP statuses
+    info = error.error
+    status = info.code if isinstance(info.code, int) and 400 <= info.code < 600 else 500
+    return EngineError(info.message, type=error_type_for(status), param=info.param, code=info.code, status=status)
+
+
+class VLLMEngine(Engine):
+    def __init__(self, engine: Any, serving_chat: Any, serving_completion: Any,
+                 store: SideOutputStore, receiver: SideChannelReceiver | None,
+                 postprocess: ResponsePostprocessor) -> None:
+        self.engine = engine
+        self.postprocess = postprocess
+        self._chat = serving_chat
+        self._completion = serving_completion
+        self.side_outputs = store
+        self._receiver = receiver
+
+    @classmethod
+    async def start(cls, config: ModelConfig) -> VLLMEngine:
+        from vllm.engine.arg_utils import AsyncEngineArgs
+        from vllm.entrypoints.launchers.api_server.app_state import init_app_state
+        from vllm.entrypoints.launchers.cli_args import FrontendArgs
+        from vllm.platforms import current_platform
+        from vllm.v1.engine.async_llm import AsyncLLM
+        from starlette.datastructures import State
+
+        if current_platform.is_cpu():
+            _set_cpu_env(config)
+        model_path = config.path or str(embedded_model_dir())
+        store = SideOutputStore()
+        receiver = None
+        steergate_cfg: dict[str, Any] = {}
+        if config.middleware:
+            receiver = SideChannelReceiver(store)
+            receiver.start()
+            steergate_cfg = {
+                "middleware": [m.model_dump() for m in config.middleware],
+                "side_channel": receiver.address,
+            }
+        ecfg = config.engine
+        engine_args = AsyncEngineArgs(
+            model=model_path,
+            served_model_name=[config.name],
+            dtype=ecfg.dtype,
+            enforce_eager=ecfg.enforce_eager,
+            max_model_len=ecfg.max_model_len,
+            max_num_seqs=ecfg.max_num_seqs,
+            seed=ecfg.seed,
+            # Cached prompt prefixes skip the forward pass, so the middleware would never see them.
+            enable_prefix_caching=not config.middleware,
+            additional_config={ADDITIONAL_CONFIG_KEY: steergate_cfg} if steergate_cfg else {},
+            **ecfg.extra_engine_args,
+        )
+        engine = AsyncLLM.from_engine_args(engine_args)
+        frontend = FrontendArgs()
+        # vLLM's serving classes read their options from the CLI namespace `vllm serve` would build.
+        args = Namespace(
+            **{f.name: getattr(frontend, f.name) for f in dataclasses.fields(frontend)}
+            | {f.name: getattr(engine_args, f.name) for f in dataclasses.fields(engine_args)}
+        )
+        state = State()
+        await init_app_state(engine, state, args, supported_tasks=await engine.get_supported_tasks())
+        logger.info("vLLM engine for %s ready (%s)", config.name, model_path)
+        return cls(engine, state.openai_serving_chat, state.openai_serving_completion, store, receiver,
+                   ResponsePostprocessor(config.middleware))
+
+    def chat(self, request: ChatCompletionRequest) -> AsyncIterator[EngineItem]:
+        return self._run(request, self._chat.create_chat_completion)
+
+    def completions(self, request: CompletionRequest) -> AsyncIterator[EngineItem]:
+        return self._run(request, self._completion.create_completion)
+
+    async def _run(self, request: ChatCompletionRequest | CompletionRequest, create: Any) -> AsyncIterator[EngineItem]:
+        from vllm.entrypoints.generate.base.protocol import StreamOptions
+        from vllm.entrypoints.serve.engine.protocol import ErrorResponse
+        from vllm.utils import random_uuid
+
+        rid = random_uuid()
+        request.request_id = rid
+        engine_args: dict[str, Any] = {"rid": rid}
+        if request.steering is not None:
+            engine_args["steering"] = request.steering.model_dump(exclude_none=True)
+        request.set_engine_args(engine_args)
+        client_opts = request.stream_options
+        if request.stream:
+            # Always get per-chunk usage from vLLM; the postprocessor strips what the client did not ask for.
+            request.stream_options = StreamOptions(include_usage=True, continuous_usage_stats=True)
+        buf = self.side_outputs.open(rid)
+        try:
+            try:
+                result = await create(request, raw_request=None)
+            except Exception as e:  # vLLM raises some request errors instead of returning them
+                yield _engine_error(e)
+                return
+            if isinstance(result, ErrorResponse):
+                yield _engine_error(result)
+            elif isinstance(result, AsyncGenerator):
+                async for item in self.postprocess.stream(
+                    result,
+                    buf,
+                    client_usage=bool(client_opts and client_opts.include_usage),
+                    client_continuous_usage=bool(client_opts and client_opts.continuous_usage_stats),
+                    num_choices=request.n or 1,
+                ):
+                    yield item
+            else:
+                yield await self.postprocess.finish_body(result.model_dump(), buf)
+        finally:
+            self.side_outputs.close(rid)
+
+    async def check_health(self) -> None:
+        await self.engine.check_health()
+
+    def num_unfinished_requests(self) -> int:
+        return int(self.engine.get_num_unfinished_requests())
+
+    def shutdown(self) -> None:
+        self.engine.shutdown()
+        if self._receiver is not None:
+            self._receiver.close()

@@ -1,0 +1,17 @@
+"""Every environment variable steergate reads, in one place (all `STEERGATE_`-prefixed)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+__all__ = ["cache_dir", "HEALTH_TIMEOUT_S"]
+
+# How long `steergate serve` waits for the model servers to report healthy before giving up.
+HEALTH_TIMEOUT_S = float(os.environ.get("STEERGATE_HEALTH_TIMEOUT_S", "900"))
+
+
+def cache_dir() -> Path:
+    """Where converted models live (STEERGATE_CACHE_DIR, default ~/.cache/steergate)."""
+    default = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "steergate"
+    return Path(os.environ.get("STEERGATE_CACHE_DIR", default)).expanduser()
