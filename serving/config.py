@@ -47,6 +47,12 @@ class EngineConfig(StrictModel):
         "auto", description="VLLM_CPU_OMP_THREADS_BIND; 'auto' binds all cores of the machine."
     )
     seed: int = Field(0, description="Engine seed (per-request `seed` still overrides sampling).")
+    stream_interval: int = Field(
+        4, ge=1,
+        description="Stream a chunk every N tokens (the first token is always sent at once). Each chunk costs "
+        "CPU in three processes (model server, ingress, HTTP proxy) that the engine competes with; see "
+        "bench/throughput.py for the measured trade-off. 1 = a chunk per token.",
+    )
     extra_engine_args: dict[str, Any] = Field(
         default_factory=dict, description="Passed verbatim to vllm AsyncEngineArgs (escape hatch)."
     )

@@ -95,6 +95,7 @@ class VLLMEngine(Engine):
             max_model_len=ecfg.max_model_len,
             max_num_seqs=ecfg.max_num_seqs,
             seed=ecfg.seed,
+            stream_interval=ecfg.stream_interval,
             # Cached prompt prefixes skip the forward pass, so the middleware would never see them.
             enable_prefix_caching=not config.middleware,
             additional_config={ADDITIONAL_CONFIG_KEY: steergate_cfg} if steergate_cfg else {},
