@@ -16,88 +16,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import statistics
 import time
-from dataclasses import dataclass
 
-from serving.config import GatewayConfig, ModelConfig
+from common import Result, run_concurrently, bench_raw, prompts
 
-TOPICS = ["the ocean", "a lighthouse", "bread", "volcanoes", "a chess game", "winter", "trains", "bees",
-          "a library", "the moon", "coffee", "a desert", "rain", "a violin", "mountains", "a market"]
-
-
-def prompts(n: int) -> list[str]:
-    return [f"Here is a short story about {TOPICS[i % len(TOPICS)]} (part {i // len(TOPICS) + 1}):"
-            for i in range(n)]
-
-
-@dataclass
-class Result:
-    name: str
-    tokens: int
-    seconds: float
-    ttft_s: list[float]
-
-    @property
-    def tok_s(self) -> float:
-        return self.tokens / self.seconds
-
-    def line(self) -> str:
-        t = sorted(self.ttft_s)
-        p95 = t[min(len(t) - 1, int(0.95 * len(t)))]
-        return (f"{self.name:<14} {self.tok_s:8.1f} tok/s   {self.tokens} tokens in {self.seconds:6.2f} s   "
-                f"TTFT p50 {statistics.median(t) * 1000:6.0f} ms  p95 {p95 * 1000:6.0f} ms")
-
-
-async def _run_concurrently(texts: list[str], concurrency: int, one) -> tuple[int, float, list[float]]:
-    sem = asyncio.Semaphore(concurrency)
-
-    async def guarded(text: str) -> tuple[int, float]:
-        async with sem:
-            return await one(text)
-
-    start = time.monotonic()
-    done = await asyncio.gather(*(guarded(t) for t in texts))
-    return sum(d[0] for d in done), time.monotonic() - start, [d[1] for d in done]
-
-
-async def bench_raw(name: str, model: ModelConfig, texts: list[str], tokens: int, concurrency: int,
-                    enforce_eager: bool) -> Result:
-    from vllm import SamplingParams
-    from vllm.engine.arg_utils import AsyncEngineArgs
-    from vllm.sampling_params import RequestOutputKind
-    from vllm.v1.engine.async_llm import AsyncLLM
-
-    from serving.embedded import embedded_model_dir
-    from serving.engine.vllm_engine import _set_cpu_env
-
-    _set_cpu_env(model)
-    e = model.engine
-    engine = AsyncLLM.from_engine_args(AsyncEngineArgs(
-        model=model.path or str(embedded_model_dir()), dtype=e.dtype, enforce_eager=enforce_eager,
-        max_model_len=e.max_model_len, max_num_seqs=e.max_num_seqs, seed=e.seed,
-        stream_interval=e.stream_interval))
-    counter = 0
-
-    async def one(text: str) -> tuple[int, float]:
-        nonlocal counter
-        counter += 1
-        params = SamplingParams(max_tokens=tokens, temperature=0, ignore_eos=True,
-                                output_kind=RequestOutputKind.DELTA)
-        start, first, n = time.monotonic(), None, 0
-        async for out in engine.generate(text, params, request_id=f"{name}-{counter}"):
-            n += len(out.outputs[0].token_ids)
-            if first is None and n:
-                first = time.monotonic() - start
-        return n, first or 0.0
-
-    try:
-        await _run_concurrently(texts[: max(2, concurrency // 4)], concurrency, one)  # warm-up
-        n, secs, ttft = await _run_concurrently(texts, concurrency, one)
-    finally:
-        engine.shutdown()
-    return Result(name, n, secs, ttft)
-
+from serving.config import GatewayConfig
 
 async def bench_gateway(url: str, model: str, texts: list[str], tokens: int, concurrency: int) -> Result:
     import openai
@@ -115,8 +38,8 @@ async def bench_gateway(url: str, model: str, texts: list[str], tokens: int, con
                     n = chunk.usage.completion_tokens
             return n, first or 0.0
 
-        await _run_concurrently(texts[: max(2, concurrency // 4)], concurrency, one)  # warm-up
-        n, secs, ttft = await _run_concurrently(texts, concurrency, one)
+        await run_concurrently(texts[: max(2, concurrency // 4)], concurrency, one)  # warm-up
+        n, secs, ttft = await run_concurrently(texts, concurrency, one)
     return Result("gateway", n, secs, ttft)
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import importlib
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -46,6 +47,7 @@ class BatchLayout:
     token_request: torch.Tensor  # (T,) long: index into request_ids, -1 for padding
     positions: torch.Tensor  # (T,) long: absolute position of the token in its sequence
     is_prompt: torch.Tensor  # (T,) bool: position < prompt length
+    token_ids: torch.Tensor | None = None  # (T,) long: the input token at each position, when known
 
     @property
     def num_tokens(self) -> int:
@@ -69,6 +71,7 @@ class BatchLayout:
         prompt_lens: list[int],
         request_args: list[dict[str, Any]] | None = None,
         num_tokens: int | None = None,
+        token_ids: torch.Tensor | None = None,
     ) -> BatchLayout:
         """Build a layout from contiguous per-request spans (how vLLM lays out a step)."""
         total = num_tokens if num_tokens is not None else (spans[-1][1] if spans else 0)
@@ -86,6 +89,7 @@ class BatchLayout:
             token_request=token_request,
             positions=positions,
             is_prompt=is_prompt,
+            token_ids=token_ids,
         )
 
 
@@ -109,6 +113,10 @@ class ResidualMiddleware(ABC):
     what keeps requests isolated from each other.
     """
 
+    # True for middleware that acts on the request's `steering` field: a model without one
+    # answers steering requests with a 400 instead of silently ignoring them.
+    handles_steering: bool = False
+
     def __init__(self, layer: int, d_model: int, **_: Any) -> None:
         self.layer = layer
         self.d_model = d_model
@@ -118,13 +126,30 @@ class ResidualMiddleware(ABC):
         """stream: (T, d_model) residual stream after `layer`; returns edits and side outputs."""
 
     @classmethod
-    def annotate(cls, args: dict[str, Any], tokens: list[dict[str, Any]], safety: dict[str, Any]) -> None:
+    def annotate(
+        cls,
+        args: dict[str, Any],
+        request_args: dict[str, Any],
+        tokens: list[dict[str, Any]],
+        safety: dict[str, Any],
+    ) -> None:
         """Summarise one response's token records into its `safety` annotation (serving side).
 
-        tokens: [{"position", "is_prompt", <side output name>: value, ...}] of all the request's
-        sub-requests. Runs in the server process, not the engine, so it gets the config args
-        rather than an instance. Default: add nothing.
+        args: the middleware's config args. request_args: what the engine got for this request
+        (extra_args[REQUEST_ARGS_KEY]). tokens: [{"position", "is_prompt", <side output>: value}]
+        of all the request's sub-requests. Runs in the server process, not the engine, so it
+        gets the config rather than an instance. Default: add nothing.
         """
+        return None
+
+    @classmethod
+    def request_validator(cls, args: dict[str, Any]) -> Callable[[dict[str, Any]], None] | None:
+        """A check the API layer runs on each request's args before it reaches the engine.
+
+        The returned callable raises ValueError (-> HTTP 400) for args this middleware cannot
+        serve. Built once per config at start-up. Default: no check.
+        """
+        return None
 
 
 def load_middleware(import_path: str) -> type[ResidualMiddleware]:

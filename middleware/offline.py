@@ -16,7 +16,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -24,15 +23,7 @@ from torch import nn
 
 from middleware.hooks import BatchLayout, HookResult, ResidualMiddleware
 
-__all__ = ["OfflineSession", "TokenBatchLayout", "attach", "decoder_layers"]
-
-
-@dataclass(frozen=True)
-class TokenBatchLayout(BatchLayout):
-    """A BatchLayout that also carries each token's id (what middleware uses to skip special
-    tokens); proposed as a field of BatchLayout itself."""
-
-    token_ids: torch.Tensor | None = None  # (T,) long
+__all__ = ["OfflineSession", "attach", "decoder_layers"]
 
 
 def decoder_layers(model: nn.Module) -> nn.ModuleList:
@@ -58,7 +49,7 @@ class OfflineSession:
         self.prompt_lens: list[int] | None = None if prompt_lens is None else [int(n) for n in prompt_lens]
         if self.prompt_lens is not None and len(self.prompt_lens) != len(self.request_args):
             raise ValueError(f"{len(self.prompt_lens)} prompt lengths for {len(self.request_args)} sequences")
-        self.layout: TokenBatchLayout | None = None  # of the forward in flight (or the last one)
+        self.layout: BatchLayout | None = None  # of the forward in flight (or the last one)
         self._real: torch.Tensor | None = None  # (N,) flat indices into (B * S) of the real tokens
         # Per sequence: position -> {"is_prompt": bool, <side output>: value}; a later forward
         # over the same position (generate without a cache) overwrites it.
@@ -105,7 +96,7 @@ class OfflineSession:
         token_positions = positions[idx]  # (N,)
         token_ids = None if input_ids is None else input_ids.reshape(-1).cpu()[idx]  # (N,)
         self._real = idx
-        self.layout = TokenBatchLayout(
+        self.layout = BatchLayout(
             request_ids=[str(b) for b in range(n_seq)],
             request_args=self.request_args,
             prompt_lens=list(self.prompt_lens),

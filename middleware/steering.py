@@ -71,9 +71,11 @@ class SAESteeringMiddleware(ResidualMiddleware):
         tier overrides it. Note that "generated" leaves the last prompt token, and so the first
         completion token's distribution, unsteered.
     skip_token_ids: token ids never steered (chat-template and other special tokens). Used only
-        when the layout carries `token_ids` (T,); the hook runtime does not pass them yet.
+        when the layout carries `token_ids` (T,), as vLLM's runtime and the offline path do.
     max_interventions: the longest explicit list accepted (longer ones are not steered).
     """
+
+    handles_steering = True
 
     def __init__(
         self,
@@ -187,23 +189,42 @@ class SAESteeringMiddleware(ResidualMiddleware):
         code = torch.tensor([*codes, _GENERATED], dtype=torch.long, device=device)[rows]  # (T,)
         is_prompt = layout.is_prompt.to(device)  # (T,)
         mask = (code == _BOTH) | ((code == _PROMPT) & is_prompt) | ((code == _GENERATED) & ~is_prompt)
-        token_ids = getattr(layout, "token_ids", None)  # (T,) long where the layout has them
+        token_ids = layout.token_ids  # (T,) long, None when the caller could not provide them
         if token_ids is not None and self.skip_token_ids.numel():
             mask &= ~torch.isin(token_ids.to(device), self.skip_token_ids.to(device))
         return mask
 
     @classmethod
-    def annotate(cls, args: dict[str, Any], tokens: list[dict[str, Any]], safety: dict[str, Any]) -> None:
-        """safety["prompt"|"completion"]["steered_tokens"]: how many tokens of each phase moved.
+    def annotate(
+        cls,
+        args: dict[str, Any],
+        request_args: dict[str, Any],
+        tokens: list[dict[str, Any]],
+        safety: dict[str, Any],
+    ) -> None:
+        """safety["tier"]: the requested tier ("custom" for explicit interventions, "off" for none);
+        safety["prompt"|"completion"]["steered_tokens"]: how many tokens of each phase moved.
 
         Counts token records of all choices (a prompt steered for n choices counts n times).
         """
+        safety["tier"] = tier_label(request_args.get("steering"))
         counts = {True: 0, False: 0}
         for tok in tokens:
             if tok.get(STEERED):
                 counts[bool(tok.get("is_prompt"))] += 1
         safety.setdefault("prompt", {})["steered_tokens"] = counts[True]
         safety.setdefault("completion", {})["steered_tokens"] = counts[False]
+
+
+    @classmethod
+    def request_validator(cls, args: dict[str, Any]) -> Callable[[dict[str, Any]], None]:
+        validate = steering_validator(args)
+
+        def check(request_args: dict[str, Any]) -> None:
+            if request_args.get("steering") is not None:
+                validate(request_args["steering"])
+
+        return check
 
 
 def steering_validator(args: Mapping[str, Any]) -> Callable[[Any], None]:

@@ -16,13 +16,14 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 
+from middleware.hooks import load_middleware
 from middleware.metrics import GatewayMetrics
 from serving.config import GatewayConfig
 from serving.engine.base import EngineError, SSEChunk, UsageReport
 from serving.errors import GatewayError, error_response, from_validation_error, install_error_handlers
-from serving.protocol import ChatCompletionRequest, CompletionRequest
+from serving.protocol import ChatCompletionRequest, CompletionRequest, GatewayRequest
 
 __all__ = ["app", "Ingress"]
 
@@ -40,6 +41,13 @@ class Ingress:
     def __init__(self, config: GatewayConfig, model_handles: dict[str, Any]) -> None:
         self.config = config
         self.handles = model_handles
+        # Each model's middleware may check the per-request args it will get (e.g. steering
+        # feature indices against its SAE) so bad ones are a 400 here, not a surprise in the engine.
+        classes = {m.name: [(load_middleware(mw.cls), mw.args) for mw in m.middleware] for m in config.models}
+        self.validators = {
+            name: [v for cls, args in mws if (v := cls.request_validator(args))] for name, mws in classes.items()
+        }
+        self.steerable = {name: any(cls.handles_steering for cls, _ in mws) for name, mws in classes.items()}
         self.registry = CollectorRegistry()
         self.metrics = GatewayMetrics(self.registry, [m.name for m in config.models])
         self.created = int(time.time())
@@ -81,13 +89,13 @@ class Ingress:
     async def completions(self, raw: Request) -> Response:
         return await self._generate(raw, CompletionRequest, "completions")
 
-    async def _generate(self, raw: Request, model_cls: type[BaseModel], endpoint: str) -> Response:
+    async def _generate(self, raw: Request, model_cls: type[GatewayRequest], endpoint: str) -> Response:
         started = time.monotonic()
         model = "unknown"
         try:
             body = await self._read_json(raw)
             model = self._resolve_model(body)
-            request = self._validate(body, model_cls)
+            request = self._validate(body, model_cls, model)
             handle = getattr(self.handles[model].options(stream=True), endpoint)
             items = handle.remote(request)
             first = await items.__anext__()
@@ -155,15 +163,26 @@ class Ingress:
                                param="model", code="model_not_found", type="invalid_request_error")
         return model
 
-    def _validate(self, body: dict[str, Any], model_cls: type[BaseModel]) -> BaseModel:
+    def _validate(self, body: dict[str, Any], model_cls: type[GatewayRequest], model: str) -> GatewayRequest:
         n = body.get("n")
         if isinstance(n, int) and not isinstance(n, bool) and n > self.config.limits.max_n:
             raise GatewayError(400, f"n must be at most {self.config.limits.max_n}, got {n}", param="n",
                                code="invalid_value")
         try:
-            return model_cls.model_validate(body)
+            request = model_cls.model_validate(body)
         except ValidationError as e:
             raise from_validation_error(e) from e
+        if request.steering is not None and request.steering.tier != "off":
+            if not self.steerable[model]:
+                raise GatewayError(400, f"steering is not configured for model '{model}' (no SAE steering "
+                                   "middleware in its config)", param="steering", code="steering_unavailable")
+            request_args = {"steering": request.steering.model_dump(exclude_none=True)}
+            for validate in self.validators[model]:
+                try:
+                    validate(request_args)
+                except ValueError as e:
+                    raise GatewayError(400, str(e), param="steering", code="invalid_value") from e
+        return request
 
     def _observe(self, model: str, endpoint: str, status: int, started: float) -> None:
         self.metrics.observe(model, endpoint, status, time.monotonic() - started)

@@ -34,11 +34,11 @@ class ResponsePostprocessor:
             (load_middleware(m.cls), m.args) for m in middleware
         ]
 
-    def safety(self, buf: RequestSideOutputs) -> dict[str, Any]:
+    def safety(self, buf: RequestSideOutputs, request_args: dict[str, Any]) -> dict[str, Any]:
         safety: dict[str, Any] = {}
         tokens = buf.tokens()
         for cls, args in self._annotators:
-            cls.annotate(args, tokens, safety)
+            cls.annotate(args, request_args, tokens, safety)
         return safety
 
     async def _settle(self, buf: RequestSideOutputs, expected: int) -> None:
@@ -59,16 +59,18 @@ class ResponsePostprocessor:
             return 0
         return num_choices * usage.get("prompt_tokens", 0) + max(0, usage.get("completion_tokens", 0) - num_choices)
 
-    async def finish_body(self, body: dict[str, Any], buf: RequestSideOutputs) -> dict[str, Any]:
+    async def finish_body(self, body: dict[str, Any], buf: RequestSideOutputs,
+                          request_args: dict[str, Any]) -> dict[str, Any]:
         if self._annotators:
             await self._settle(buf, self._expected_tokens(body.get("usage"), len(body.get("choices", []))))
-            body["safety"] = self.safety(buf)
+            body["safety"] = self.safety(buf, request_args)
         return body
 
     async def stream(
         self,
         chunks: AsyncIterator[str],
         buf: RequestSideOutputs,
+        request_args: dict[str, Any],
         *,
         client_usage: bool,
         client_continuous_usage: bool,
@@ -106,7 +108,7 @@ class ResponsePostprocessor:
             if finishing and finished >= num_choices and self._annotators:
                 # The last choice just finished: annotate this chunk (the contract's place for it).
                 await self._settle(buf, self._expected_tokens(usage, num_choices))
-                obj["safety"] = self.safety(buf)
+                obj["safety"] = self.safety(buf, request_args)
             has_content = any(_delta_text(c) for c in choices)
             yield SSEChunk(f"data: {json.dumps(obj, separators=(',', ':'))}\n\n", has_content=has_content)
         if usage is not None:

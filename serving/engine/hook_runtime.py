@@ -110,8 +110,11 @@ class HookRuntime:
     def layers(self) -> list[int]:
         return sorted(self.middleware)
 
-    def begin_step(self, runner: Any) -> None:
-        """Record which request owns each token of the step vLLM's runner is about to run."""
+    def begin_step(self, runner: Any, input_ids: torch.Tensor | None) -> None:
+        """Record which request owns each token of the step vLLM's runner is about to run.
+
+        input_ids: (T_padded,) the step's input tokens (None when the model runs on embeddings).
+        """
         batch = runner.input_batch
         num_reqs = batch.num_reqs
         req_ids = list(batch.req_ids[:num_reqs])
@@ -127,6 +130,7 @@ class HookRuntime:
             start_positions=computed,
             prompt_lens=[s.num_prompt_tokens for s in states],
             request_args=args,
+            token_ids=None if input_ids is None else input_ids[: qsl[-1]].to("cpu", torch.long),
         )
 
     def end_step(self) -> None:

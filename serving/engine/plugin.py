@@ -65,7 +65,9 @@ def _wrap_model_forward(model_forward: Any) -> Any:
         runtime = get_runtime()
         if runtime is None:
             return model_forward(self, *args, **kwargs)
-        runtime.begin_step(self)
+        # vLLM 0.32: _model_forward(input_ids=None, positions=None, ...), called with keywords.
+        input_ids = kwargs.get("input_ids", args[0] if args else None)
+        runtime.begin_step(self, input_ids)
         try:
             return model_forward(self, *args, **kwargs)
         finally:

@@ -148,13 +148,14 @@ class VLLMEngine(Engine):
                 async for item in self.postprocess.stream(
                     result,
                     buf,
+                    engine_args,
                     client_usage=bool(client_opts and client_opts.include_usage),
                     client_continuous_usage=bool(client_opts and client_opts.continuous_usage_stats),
                     num_choices=request.n or 1,
                 ):
                     yield item
             else:
-                yield await self.postprocess.finish_body(result.model_dump(), buf)
+                yield await self.postprocess.finish_body(result.model_dump(), buf, engine_args)
         finally:
             self.side_outputs.close(rid)
 

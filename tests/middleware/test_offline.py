@@ -145,7 +145,7 @@ def test_generate_steers_generated_tokens_only(model: LlamaForCausalLM, tmp_path
     assert [t["position"] for t in tokens] == list(range(4 + new - 1))
     assert [t[STEERED] for t in tokens] == [0.0] * 4 + [1.0] * (new - 1)
     safety: dict[str, Any] = {}
-    SAESteeringMiddleware.annotate({}, tokens, safety)
+    SAESteeringMiddleware.annotate({}, {}, tokens, safety)
     assert safety["completion"]["steered_tokens"] == new - 1
     assert safety["prompt"]["steered_tokens"] == 0
     assert all(t[STEERED] == 0.0 for t in session.tokens(1))

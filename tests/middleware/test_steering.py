@@ -3,6 +3,8 @@ tier presets, position masks, plan caching, annotate, validation."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import math
 from pathlib import Path
 from typing import Any
@@ -14,7 +16,6 @@ from torch.testing import assert_close
 import middleware.steering as steering_mod
 from middleware.hooks import BatchLayout
 from middleware.interventions import GateSpec, InterventionSpec, PlanBatch, SteeringPlan, apply_plan
-from middleware.offline import TokenBatchLayout
 from middleware.sae import SAE
 from middleware.steering import (
     STEERED,
@@ -197,7 +198,7 @@ def test_skip_token_ids_when_the_layout_has_them(sae_path: str) -> None:
     base = _layout([{"steering": {"tier": "strong"}}])
     h = build_inputs(base.num_tokens, D_IN)
     token_ids = torch.tensor([5, 7, 0, 7, 9, 1])  # generated tokens are the last three
-    layout = TokenBatchLayout(**{f: getattr(base, f) for f in base.__dataclass_fields__}, token_ids=token_ids)
+    layout = dataclasses.replace(base, token_ids=token_ids)
     mw = _middleware(sae_path, default_tiers([1]), steer_positions="both", skip_token_ids=[0, 7])
     steered = mw(h, layout).side_outputs[STEERED].bool()
     assert torch.equal(steered, ~torch.isin(token_ids, torch.tensor([0, 7])))
@@ -295,8 +296,30 @@ def test_annotate_counts_steered_tokens_per_phase() -> None:
         {"position": 4, "is_prompt": False, "toxicity": 0.3},  # another middleware's record
     ]
     safety: dict[str, Any] = {"completion": {"toxicity": 0.1}}
-    SAESteeringMiddleware.annotate({}, tokens, safety)
-    assert safety == {"prompt": {"steered_tokens": 1}, "completion": {"toxicity": 0.1, "steered_tokens": 2}}
+    SAESteeringMiddleware.annotate({}, {"steering": {"tier": "medium"}}, tokens, safety)
+    assert safety == {"tier": "medium", "prompt": {"steered_tokens": 1},
+                      "completion": {"toxicity": 0.1, "steered_tokens": 2}}
+
+
+@pytest.mark.parametrize(("steering", "tier"), [
+    (None, "off"),
+    ({"tier": "strong"}, "strong"),
+    ({"interventions": [{"feature": 1, "mode": "add", "strength": 1.0}]}, "custom"),
+])
+def test_annotate_reports_the_requested_tier(steering: Any, tier: str) -> None:
+    safety: dict[str, Any] = {}
+    SAESteeringMiddleware.annotate({}, {"steering": steering} if steering else {}, [], safety)
+    assert safety["tier"] == tier
+
+
+def test_request_validator_rejects_what_the_engine_cannot_serve(sae_path: str) -> None:
+    check = SAESteeringMiddleware.request_validator({"sae_path": sae_path, "tiers": default_tiers([0])})
+    check({"steering": {"tier": "light"}})
+    check({})
+    with pytest.raises(ValueError):
+        check({"steering": {"tier": "nope"}})
+    with pytest.raises(ValueError):
+        check({"steering": {"interventions": [{"feature": 10**6, "mode": "add", "strength": 1.0}]}})
 
 
 def test_default_tiers_presets() -> None:

@@ -1,7 +1,7 @@
 """The in-engine hook point: per-request edits inside one shared batch, side outputs back to the response.
 
-The test gateway runs tests/serving/hooks.py:ShiftRequestHook in the compiled vLLM graph. A request
-opts in with `steering.interventions` of mode `add` (the test hook reads the summed strength).
+The test gateway runs the SAE steering middleware and tests/serving/hooks.py:StreamNormHook in the
+compiled vLLM graph (tests/conftest.py). A request opts into an edit with `steering`.
 """
 
 from __future__ import annotations

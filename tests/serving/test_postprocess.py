@@ -12,7 +12,7 @@ from serving.engine.base import EngineError, SSEChunk, UsageReport
 from serving.engine.side_channel import RequestSideOutputs
 from serving.postprocess import ResponsePostprocessor
 
-HOOK = [MiddlewareConfig(cls="tests.serving.hooks:ShiftRequestHook", layer=1)]
+HOOK = [MiddlewareConfig(cls="tests.serving.hooks:StreamNormHook", layer=1)]
 
 
 def _sse(obj: Any) -> str:
@@ -36,7 +36,7 @@ async def _collect(pp: ResponsePostprocessor, chunks: list[str], buf: RequestSid
         for c in chunks:
             yield c
 
-    return [item async for item in pp.stream(gen(), buf, num_choices=1, **kw)]
+    return [item async for item in pp.stream(gen(), buf, {}, num_choices=1, **kw)]
 
 
 def _buf(positions: int) -> RequestSideOutputs:
