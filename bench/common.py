@@ -86,7 +86,7 @@ async def bench_raw(name: str, model: ModelConfig, texts: list[str], tokens: int
         return n, first or 0.0
 
     try:
-        await run_concurrently(texts[: max(2, concurrency // 4)], concurrency, one)  # warm-up
+        await run_concurrently(texts[:concurrency], concurrency, one)  # warm-up: one full wave
         n, secs, ttft = await run_concurrently(texts, concurrency, one)
     finally:
         engine.shutdown()

@@ -38,7 +38,7 @@ async def bench_gateway(url: str, model: str, texts: list[str], tokens: int, con
                     n = chunk.usage.completion_tokens
             return n, first or 0.0
 
-        await run_concurrently(texts[: max(2, concurrency // 4)], concurrency, one)  # warm-up
+        await run_concurrently(texts[:concurrency], concurrency, one)  # warm-up: one full wave
         n, secs, ttft = await run_concurrently(texts, concurrency, one)
     return Result("gateway", n, secs, ttft)
 

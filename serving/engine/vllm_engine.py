@@ -15,7 +15,8 @@ from argparse import Namespace
 from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
-from serving.config import ModelConfig
+from middleware.hooks import load_middleware
+from serving.config import MiddlewareConfig, ModelConfig
 from serving.embedded import embedded_model_dir
 from serving.engine.base import Engine, EngineError, EngineItem, error_type_for
 from serving.engine.plugin import ADDITIONAL_CONFIG_KEY
@@ -53,6 +54,27 @@ def _engine_error(error: Any) -> EngineError:
     return EngineError(info.message, type=error_type_for(status), param=info.param, code=info.code, status=status)
 
 
+def _special_token_ids(model_path: str) -> list[int]:
+    from transformers import AutoTokenizer
+
+    return sorted(set(AutoTokenizer.from_pretrained(model_path).all_special_ids))
+
+
+def engine_middleware(middleware: list[MiddlewareConfig], special_ids: list[int]) -> list[dict[str, Any]]:
+    """The middleware specs the engine process builds, as plain dicts.
+
+    Steering middleware leave the chat template's special tokens alone unless the config says
+    otherwise: only the server knows the tokenizer, so it fills in `skip_token_ids`.
+    """
+    specs = []
+    for m in middleware:
+        spec = m.model_dump()
+        if load_middleware(m.cls).handles_steering:
+            spec["args"].setdefault("skip_token_ids", special_ids)
+        specs.append(spec)
+    return specs
+
+
 class VLLMEngine(Engine):
     def __init__(self, engine: Any, serving_chat: Any, serving_completion: Any,
                  store: SideOutputStore, receiver: SideChannelReceiver | None,
@@ -83,11 +105,11 @@ class VLLMEngine(Engine):
             receiver = SideChannelReceiver(store)
             receiver.start()
             steergate_cfg = {
-                "middleware": [m.model_dump() for m in config.middleware],
+                "middleware": engine_middleware(config.middleware, _special_token_ids(model_path)),
                 "side_channel": receiver.address,
             }
         ecfg = config.engine
-        engine_args = AsyncEngineArgs(
+        engine_kwargs: dict[str, Any] = dict(
             model=model_path,
             served_model_name=[config.name],
             dtype=ecfg.dtype,
@@ -99,8 +121,9 @@ class VLLMEngine(Engine):
             # Cached prompt prefixes skip the forward pass, so the middleware would never see them.
             enable_prefix_caching=not config.middleware,
             additional_config={ADDITIONAL_CONFIG_KEY: steergate_cfg} if steergate_cfg else {},
-            **ecfg.extra_engine_args,
         )
+        engine_kwargs.update(ecfg.extra_engine_args)  # the escape hatch wins over our defaults
+        engine_args = AsyncEngineArgs(**engine_kwargs)
         engine = AsyncLLM.from_engine_args(engine_args)
         frontend = FrontendArgs()
         # vLLM's serving classes read their options from the CLI namespace `vllm serve` would build.

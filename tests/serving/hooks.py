@@ -28,4 +28,5 @@ class StreamNormHook(ResidualMiddleware):
             "prompt_tokens": sum(1 for t in seen if t["is_prompt"]),
             "completion_tokens": sum(1 for t in seen if not t["is_prompt"]),
             "positions": sorted(t["position"] for t in seen),
+            "norms": [t["stream_norm"] for t in sorted(seen, key=lambda t: t["position"])],
         }

@@ -67,7 +67,7 @@ def test_safety_only_on_finishing_chunk() -> None:
     sent = [json.loads(i.data[6:]) for i in items if isinstance(i, SSEChunk) and "[DONE]" not in i.data]
     assert [("safety" in s) for s in sent] == [False, False, False, True]
     assert sent[-1]["safety"]["test_hook"] == {"prompt_tokens": 3, "completion_tokens": 3,
-                                               "positions": list(range(6))}
+                                               "positions": list(range(6)), "norms": [1.0] * 6}
 
 
 def test_error_before_output_becomes_http_error() -> None:
