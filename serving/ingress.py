@@ -103,6 +103,9 @@ class Ingress:
             # Unknown models are not a label value: they would make the label set unbounded.
             self._observe(model if model in self.handles else "unknown", endpoint, e.error.status, started)
             return error_response(e.error, e.headers)
+        except Exception:  # the model server failed: counted here, answered by the 500 handler
+            self._observe(model, endpoint, 500, started)
+            raise
         if isinstance(first, EngineError):
             self._observe(model, endpoint, first.status, started)
             return error_response(first)

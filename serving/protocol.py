@@ -16,6 +16,7 @@ from vllm.entrypoints.openai.completion.protocol import CompletionRequest as _Vl
 from vllm.sampling_params import SamplingParams
 
 from middleware.hooks import REQUEST_ARGS_KEY
+from middleware.interventions import Mode
 
 __all__ = [
     "Intervention",
@@ -33,7 +34,7 @@ class Intervention(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     feature: int = Field(ge=0, description="SAE feature index of the model's configured SAE.")
-    mode: Literal["add", "clamp", "ablate"]
+    mode: Mode
     strength: float = 0.0
 
     @field_validator("strength")
