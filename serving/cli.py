@@ -21,19 +21,25 @@ def _serve(args: argparse.Namespace) -> int:
     overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
     if overrides:
         config = config.model_copy(update=overrides)
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
+    # SIGTERM behaves like Ctrl-C: it interrupts start-up or serving, and `finally` stops Ray
+    # and the engine cleanly.
+    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGINT, _interrupt)
     print(f"steergate: starting {', '.join(m.name for m in config.models)} (first start converts and "
           "compiles the model: a few minutes)", flush=True)
     try:
         url = start_gateway(config, health_timeout_s=HEALTH_TIMEOUT_S)
         print(f"steergate: ready on {url}  (OpenAI base_url {url}/v1; Ctrl-C stops)", flush=True)
-        stop.wait()
+        threading.Event().wait()
+    except KeyboardInterrupt:
         print("steergate: stopping", flush=True)
     finally:
         stop_gateway()
     return 0
+
+
+def _interrupt(signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt(signal.Signals(signum).name)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -8,6 +8,8 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -40,7 +42,13 @@ def start_gateway(config: GatewayConfig, *, runtime_env: dict[str, Any] | None =
     # Must be in the environment before Ray starts its processes.
     os.environ.setdefault("RAY_SERVE_THROUGHPUT_OPTIMIZED", "1")
     if not ray.is_initialized():
+        # ray.init replaces SIGTERM's handler with one that aborts the process, which would skip our
+        # clean shutdown (and orphan Ray's agents): keep whatever handlers the caller installed.
+        handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
         ray.init(include_dashboard=False, runtime_env=runtime_env or {}, logging_level=logging.WARNING)
+        if threading.current_thread() is threading.main_thread():
+            for sig, handler in handlers.items():
+                signal.signal(sig, handler)
     serve.start(http_options={"host": config.host, "port": config.port})
     serve.run(build_app(config), name=APP_NAME, route_prefix="/", blocking=False)
     url = f"http://{config.host}:{config.port}"
