@@ -126,3 +126,12 @@ def test_ttft_recorded_for_streams(client: openai.OpenAI, gateway_url: str) -> N
     count = next(l for l in text.splitlines()
                  if l.startswith("steergate_time_to_first_token_seconds_count") and 'endpoint="chat"' in l)
     assert float(count.rsplit(" ", 1)[1]) >= 1
+
+
+def test_streaming_usage_counts_every_choice(client: openai.OpenAI) -> None:
+    chunks = list(client.completions.create(model=MODEL, prompt="Once", max_tokens=5, n=2, temperature=0.7,
+                                            top_p=0.9, seed=11, stream=True, stream_options={"include_usage": True},
+                                            extra_body={"ignore_eos": True}))
+    assert chunks[-1].usage.completion_tokens == 10
+    finished = {c.choices[0].index for c in chunks if c.choices and c.choices[0].finish_reason}
+    assert finished == {0, 1}
