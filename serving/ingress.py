@@ -179,7 +179,7 @@ class Ingress:
             if not self.steerable[model]:
                 raise GatewayError(400, f"steering is not configured for model '{model}' (no SAE steering "
                                    "middleware in its config)", param="steering", code="steering_unavailable")
-            request_args = {"steering": request.steering.model_dump(exclude_none=True)}
+            request_args = request.middleware_args()
             for validate in self.validators[model]:
                 try:
                     validate(request_args)

@@ -18,7 +18,7 @@ from typing import Any
 
 from middleware.hooks import ResidualMiddleware, load_middleware
 from serving.config import MiddlewareConfig
-from serving.engine.base import EngineError, EngineItem, SSEChunk, UsageReport, error_type_for
+from serving.engine.base import EngineError, EngineItem, SSEChunk, UsageReport
 from serving.engine.side_channel import RequestSideOutputs
 
 __all__ = ["ResponsePostprocessor", "SIDE_OUTPUT_WAIT_S"]
@@ -88,10 +88,7 @@ class ResponsePostprocessor:
             obj = json.loads(payload)
             if "error" in obj and not sent_any:
                 # Failed before any output: answer with a proper HTTP error instead of a 200 stream.
-                err = obj["error"]
-                status = err.get("code") if isinstance(err.get("code"), int) else 400
-                yield EngineError(err.get("message", "request failed"), type=error_type_for(status),
-                                  param=err.get("param"), code=err.get("code"), status=status)
+                yield EngineError.from_body(obj["error"], default_status=400)
                 return
             sent_any = True
             if obj.get("usage"):

@@ -67,6 +67,10 @@ class _SteergateFields(BaseModel):
     # Set by the model server, never by the client: what the in-engine middleware sees.
     _engine_args: dict[str, Any] = PrivateAttr(default_factory=dict)
 
+    def middleware_args(self) -> dict[str, Any]:
+        """What the in-engine middleware get from this request (validated by the ingress, sent by the engine)."""
+        return {"steering": self.steering.model_dump(exclude_none=True)} if self.steering is not None else {}
+
     def set_engine_args(self, args: dict[str, Any]) -> None:
         self._engine_args = args
 

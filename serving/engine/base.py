@@ -41,6 +41,14 @@ class EngineError:
     code: str | int | None = None
     status: int = 400
 
+    @classmethod
+    def from_body(cls, error: dict[str, Any], default_status: int) -> EngineError:
+        """An OpenAI `error` object (vLLM puts the HTTP status in `code`) as an EngineError."""
+        code = error.get("code")
+        status = code if isinstance(code, int) and 400 <= code < 600 else default_status
+        return cls(error.get("message") or "request failed", type=error_type_for(status),
+                   param=error.get("param"), code=code, status=status)
+
     def body(self) -> dict[str, Any]:
         return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
 

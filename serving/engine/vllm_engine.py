@@ -18,7 +18,7 @@ from typing import Any
 from middleware.hooks import load_middleware
 from serving.config import MiddlewareConfig, ModelConfig
 from serving.embedded import embedded_model_dir
-from serving.engine.base import Engine, EngineError, EngineItem, error_type_for
+from serving.engine.base import Engine, EngineError, EngineItem
 from serving.engine.plugin import ADDITIONAL_CONFIG_KEY
 from serving.engine.side_channel import SideChannelReceiver, SideOutputStore
 from serving.postprocess import ResponsePostprocessor
@@ -49,9 +49,7 @@ def _engine_error(error: Any) -> EngineError:
             raise TypeError(error)
         logger.info("request failed in vLLM: %r", error)
         error = create_error_response(error)  # maps vLLM's exception classes to HTTP statuses
-    info = error.error
-    status = info.code if isinstance(info.code, int) and 400 <= info.code < 600 else 500
-    return EngineError(info.message, type=error_type_for(status), param=info.param, code=info.code, status=status)
+    return EngineError.from_body(error.error.model_dump(), default_status=500)
 
 
 def _special_token_ids(model_path: str) -> list[int]:
@@ -150,9 +148,7 @@ class VLLMEngine(Engine):
 
         rid = random_uuid()
         request.request_id = rid
-        engine_args: dict[str, Any] = {"rid": rid}
-        if request.steering is not None:
-            engine_args["steering"] = request.steering.model_dump(exclude_none=True)
+        engine_args = {"rid": rid, **request.middleware_args()}
         request.set_engine_args(engine_args)
         client_opts = request.stream_options
         if request.stream:
