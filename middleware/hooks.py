@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import importlib
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -124,6 +124,15 @@ class ResidualMiddleware(ABC):
     @abstractmethod
     def __call__(self, stream: torch.Tensor, layout: BatchLayout) -> HookResult:
         """stream: (T, d_model) residual stream after `layer`; returns edits and side outputs."""
+
+    @classmethod
+    def resolved_args(cls, args: Mapping[str, Any]) -> dict[str, Any]:
+        """The config args with whatever they imply filled in (e.g. from a file they name).
+
+        The serving side calls this once at start-up and hands the result to `annotate` and
+        `request_validator`. Default: the args as given.
+        """
+        return dict(args)
 
     @classmethod
     def annotate(

@@ -73,6 +73,8 @@ class SAESteeringMiddleware(ResidualMiddleware):
     skip_token_ids: token ids never steered (chat-template and other special tokens). Used only
         when the layout carries `token_ids` (T,), as vLLM's runtime and the offline path do.
     max_interventions: the longest explicit list accepted (longer ones are not steered).
+    sae_dtype: dtype the SAE computes in (an fp16 file is upcast: fp16 matmuls are slow on CPU);
+        None keeps the file's dtype.
     """
 
     handles_steering = True
@@ -86,11 +88,12 @@ class SAESteeringMiddleware(ResidualMiddleware):
         steer_positions: str = "generated",
         skip_token_ids: Sequence[int] | None = None,
         max_interventions: int = 16,
+        sae_dtype: str | None = "float32",
     ) -> None:
         super().__init__(layer, d_model)
         if steer_positions not in STEER_POSITIONS:
             raise ValueError(f"steer_positions must be one of {STEER_POSITIONS}, got {steer_positions!r}")
-        self.sae: SAE = load_sae(sae_path)
+        self.sae: SAE = load_sae(sae_path, dtype=sae_dtype)
         cfg = self.sae.cfg
         if cfg.d_in != d_model:
             raise ValueError(f"SAE at {sae_path} has d_in={cfg.d_in}, but the model's d_model is {d_model}")

@@ -4,7 +4,6 @@ tier presets, position masks, plan caching, annotate, validation."""
 from __future__ import annotations
 
 import dataclasses
-
 import math
 from pathlib import Path
 from typing import Any

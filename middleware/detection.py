@@ -1,0 +1,236 @@
+"""Toxicity detection from the model's own residual stream: SAE features -> a toxicity score.
+
+A features file (JSON, written by `steergate find-features`) names an SAE and the toxicity
+features found in it, with a calibrated detector over them. For a text (a prompt, or a
+completion so far) with tokens 1..t:
+
+    score(1..t) = sigmoid(bias + sum_i weights[i] * log1p(max_{s <= t} a_i(s)))    in [0, 1]
+
+where a_i(s) is feature i's SAE activation at token s and weights >= 0. Each feature counts
+with its strongest occurrence, and evidence from different features adds up ("Breaking Bad
+Tokens" reads toxic features by activation strength). As generation goes, the score of the
+completion so far can only grow, so the first token that takes it over a threshold is where a
+`stop` policy ends the output (serving/safety_gate.py). The first token of a sequence (the
+attention sink) and special tokens are not scored.
+
+Inside the engine the middleware only reports each token's activations of the m detector
+features (side output "toxicity_features", (T, m)); the server combines a request's tokens.
+
+`SafetyMiddleware` runs the detector inside the engine (and offline) as a residual middleware,
+and steers with the same SAE: one hook, one SAE, both jobs.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from middleware.hooks import BatchLayout, HookResult
+from middleware.sae import SAE
+from middleware.steering import SAESteeringMiddleware
+from middleware.tiers import default_tiers
+
+__all__ = ["FEATURES_FORMAT", "TOXICITY_FEATURES", "DetectorParams", "FeatureSet", "SafetyMiddleware",
+           "ToxicityDetector"]
+
+FEATURES_FORMAT = "steergate-features/2"
+# Name of the per-token side output: (T, m) detector-feature activations; NaN rows for tokens
+# that are not scored.
+TOXICITY_FEATURES = "toxicity_features"
+
+
+@dataclass
+class FeatureSet:
+    """The contents of a features file (see module docstring); paths resolved against its directory."""
+
+    model_name: str
+    sae_path: str  # absolute once loaded
+    sae_id: str
+    features: list[int]  # the detector's features, best first
+    weights: list[float]  # (m,) >= 0, per unit of activation
+    bias: float
+    threshold: float = 0.5  # the score at which a text counts as flagged (a policy may override it)
+    gate_thresholds: list[float] = field(default_factory=list)  # (m,) per-feature activation cut
+    typical_activation: list[float] = field(default_factory=list)  # (m,) mean max activation on toxic texts
+    extra: dict[str, Any] = field(default_factory=dict)  # stats, selection and held-out reports
+
+    @classmethod
+    def load(cls, path: str | Path) -> FeatureSet:
+        path = Path(path)
+        raw = json.loads(path.read_text())
+        if raw.get("format") != FEATURES_FORMAT:
+            raise ValueError(f"{path}: not a steergate features file (format {raw.get('format')!r}, "
+                             f"expected {FEATURES_FORMAT!r})")
+        det, sae = raw["detector"], raw["sae"]
+        sae_path = Path(sae["path"])
+        if not sae_path.is_absolute():
+            sae_path = path.parent / sae_path
+        m = len(det["features"])
+        if len(det["weights"]) != m:
+            raise ValueError(f"{path}: detector has {m} features but {len(det['weights'])} weights")
+        return cls(
+            model_name=raw.get("model_name", ""), sae_path=str(sae_path.resolve()), sae_id=sae.get("id", ""),
+            features=[int(f) for f in det["features"]], weights=[float(w) for w in det["weights"]],
+            bias=float(det["bias"]), threshold=float(det.get("threshold", 0.5)),
+            gate_thresholds=[float(x) for x in det.get("gate_thresholds", [])],
+            typical_activation=[float(x) for x in det.get("typical_activation", [])],
+            extra={k: v for k, v in raw.items() if k not in ("format", "model_name", "sae", "detector")},
+        )
+
+    def to_dict(self, sae_path: str) -> dict[str, Any]:
+        """The file contents, with `sae_path` as written (relative to the file, usually)."""
+        return {
+            "format": FEATURES_FORMAT, "model_name": self.model_name,
+            "sae": {"id": self.sae_id, "path": sae_path},
+            "detector": {"features": self.features, "weights": self.weights, "bias": self.bias,
+                         "threshold": self.threshold, "combine": "sigmoid(bias + w . log1p(max over tokens))",
+                         "skip_first_token": True,
+                         "gate_thresholds": self.gate_thresholds, "typical_activation": self.typical_activation},
+            **self.extra,
+        }
+
+    def tiers(self) -> dict[str, dict[str, Any]]:
+        """Paper-style light/medium/strong presets over the detector's features (middleware/tiers.py).
+
+        Gate thresholds and strengths come from the features' own statistics, so they are in
+        the units of this SAE: light ablates where a feature fires above its median gate
+        threshold, medium clamps to minus the typical activation where it fires at half that,
+        strong subtracts twice the typical activation at every steered token.
+        """
+        gate = _median(self.gate_thresholds) or 1.0
+        typical = _median(self.typical_activation) or 1.0
+        return default_tiers(self.features, light_threshold=gate, medium_threshold=gate / 2,
+                             medium_clamp=-typical, strong_add=-2 * typical)
+
+
+def _median(xs: Sequence[float]) -> float | None:
+    if not xs:
+        return None
+    s = sorted(xs)
+    return s[len(s) // 2]
+
+
+@dataclass(frozen=True)
+class DetectorParams:
+    """The detector's combination, without the SAE: what the server needs to score side outputs."""
+
+    weights: tuple[float, ...]  # (m,) >= 0
+    bias: float
+
+    def score(self, rows: Sequence[Sequence[float]]) -> float:
+        """Score of a text from its tokens' feature activations rows (n, m); 0.0 for no rows."""
+        return self.running(rows)[-1] if rows else 0.0
+
+    def running(self, rows: Sequence[Sequence[float] | None]) -> list[float]:
+        """(n,) score of each prefix 1..t of the text (non-decreasing). A row that is None or
+        has NaNs (a token that is not scored) leaves the score where it was."""
+        out = []
+        peak = [0.0] * len(self.weights)
+        score = 1.0 / (1.0 + math.exp(-self.bias))  # no evidence yet
+        for row in rows:
+            if row is not None and not any(math.isnan(a) for a in row):
+                peak = [max(p, a) for p, a in zip(peak, row, strict=True)]
+                z = self.bias + sum(w * math.log1p(p) for w, p in zip(self.weights, peak, strict=True))
+                score = 1.0 / (1.0 + math.exp(-z))
+            out.append(score)
+        return out
+
+
+class ToxicityDetector:
+    """The features file's detector over an SAE: residual stream (n, d) -> scores."""
+
+    def __init__(self, sae: SAE, features: FeatureSet) -> None:
+        self.sae = sae
+        self.features = features
+        if max(features.features, default=-1) >= sae.cfg.d_sae:
+            raise ValueError(f"features file names feature {max(features.features)}, but the SAE has "
+                             f"{sae.cfg.d_sae}")
+        self.index = torch.tensor(features.features, dtype=torch.long)  # (m,)
+        self.params = DetectorParams(tuple(features.weights), features.bias)
+
+    def feature_acts(self, stream: torch.Tensor) -> torch.Tensor:
+        """(n, d) -> (n, m) activations of the detector's features (negative ones count as 0)."""
+        return self.sae.encode_features(stream, self.index.to(self.sae.device)).float().clamp_min(0)
+
+    def text_score(self, stream: torch.Tensor) -> float:
+        """(n, d) counted tokens of one text -> its score."""
+        return self.params.score(self.feature_acts(stream).tolist())
+
+
+class SafetyMiddleware(SAESteeringMiddleware):
+    """Detect toxicity (side output "toxicity_features", per token) and steer, with one SAE.
+
+    features_path: a features file; the SAE it names is used unless `sae_path` is given, and its
+        tiers (FeatureSet.tiers) unless `tiers` is given.
+    threshold: toxicity at which `annotate` marks a phase flagged (default: the features file's).
+    Scores are computed on the stream as it arrives, before this request's steering edits it:
+    they say what the model was about to write.
+    """
+
+    def __init__(self, layer: int, d_model: int, features_path: str, threshold: float | None = None,
+                 **kwargs: Any) -> None:
+        self.feature_set = FeatureSet.load(features_path)
+        self.threshold = self.feature_set.threshold if threshold is None else float(threshold)
+        kwargs.setdefault("sae_path", self.feature_set.sae_path)
+        kwargs.setdefault("tiers", self.feature_set.tiers())
+        super().__init__(layer, d_model, **kwargs)
+        self.detector = ToxicityDetector(self.sae, self.feature_set)
+
+    def __call__(self, stream: torch.Tensor, layout: BatchLayout) -> HookResult:
+        if self.sae.device != stream.device:
+            self.sae.to(stream.device)
+        acts = self.detector.feature_acts(stream)  # (T, m)
+        unscored = layout.positions.to(stream.device) == 0
+        if layout.token_ids is not None and self.skip_token_ids.numel():
+            unscored |= torch.isin(layout.token_ids.to(stream.device), self.skip_token_ids.to(stream.device))
+        acts = acts.masked_fill(unscored[:, None], math.nan)
+        result = super().__call__(stream, layout)
+        result.side_outputs[TOXICITY_FEATURES] = acts
+        return result
+
+    @classmethod
+    def resolved_args(cls, args: Mapping[str, Any]) -> dict[str, Any]:
+        """Config args with the SAE path and tiers the features file implies filled in."""
+        out = dict(args)
+        fs = FeatureSet.load(out["features_path"])
+        out.setdefault("sae_path", fs.sae_path)
+        out.setdefault("tiers", fs.tiers())
+        out.setdefault("threshold", fs.threshold)
+        out["detector"] = DetectorParams(tuple(fs.weights), fs.bias)
+        return out
+
+    @staticmethod
+    def phase_rows(tokens: list[dict[str, Any]], prompt: bool) -> list[list[float]]:
+        """One phase's scored tokens' activation rows, in position order."""
+        rows = []
+        for t in sorted(tokens, key=lambda t: t["position"]):
+            row = t.get(TOXICITY_FEATURES)
+            if bool(t.get("is_prompt")) == prompt and row is not None and not any(math.isnan(v) for v in row):
+                rows.append(row)
+        return rows
+
+    @classmethod
+    def annotate(cls, args: dict[str, Any], request_args: dict[str, Any], tokens: list[dict[str, Any]],
+                 safety: dict[str, Any]) -> None:
+        """Adds safety["prompt"|"completion"]["toxicity"] (the detector's score of that phase's
+        tokens) and "flagged" (toxicity >= the features file's threshold; a policy may re-decide it).
+
+        args must be `resolved_args` (they carry the detector's weights). With n > 1 choices the
+        completion score is the most toxic choice's."""
+        super().annotate(args, request_args, tokens, safety)
+        params: DetectorParams = args["detector"]
+        threshold = float(args.get("threshold", 0.5))
+        by_request: dict[Any, list[dict[str, Any]]] = {}
+        for t in tokens:
+            by_request.setdefault(t.get("request", 0), []).append(t)
+        for phase, is_prompt in (("prompt", True), ("completion", False)):
+            score = max((params.score(cls.phase_rows(ts, is_prompt)) for ts in by_request.values()), default=0.0)
+            section = safety.setdefault(phase, {})
+            section["toxicity"] = round(score, 6)
+            section["flagged"] = score >= threshold

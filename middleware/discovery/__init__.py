@@ -1,0 +1,1 @@
+"""Offline discovery pipeline: corpus, activations, SAE training, toxicity-feature selection."""

@@ -1,0 +1,198 @@
+"""Rank SAE features by how well they separate toxic from benign texts; fit the detector.
+
+"Breaking Bad Tokens" ranks features by activation strength and frequency on toxic text and
+then checks them by hand. Here every step is a measurement on a labelled selection split:
+1. the feature set: an L1-regularised logistic regression over every feature's (log) max
+   activation in each text keeps the few that carry toxicity; its strength is chosen on a
+   validation part of the selection split (`fit_detector`);
+2. the detector: a logistic combination of those features with non-negative weights, in
+   exactly the form it runs in (middleware/detection.py);
+3. per selected feature, the stats a person checks: AUROC of its max activation, mean
+   activation and firing frequency in each class (`feature_stats`), and a threshold (Youden's J)
+   for steering gates.
+The held-out split is scored once, at the end, by the caller (middleware/discovery/pipeline.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from scipy.stats import rankdata
+
+__all__ = [
+    "Detector",
+    "FeatureStats",
+    "auroc",
+    "feature_stats",
+    "fit_detector",
+    "fit_nonneg",
+    "log_max",
+    "precision_recall",
+    "stratified_split",
+    "youden_threshold",
+]
+
+
+def auroc(scores: np.ndarray, labels: np.ndarray) -> np.ndarray | float:
+    """Area under the ROC curve of `scores` (N,) or (N, F) against binary `labels` (N,), ties averaged."""
+    labels = np.asarray(labels).astype(bool)
+    pos, neg = labels.sum(), (~labels).sum()
+    if pos == 0 or neg == 0:
+        raise ValueError("AUROC needs both classes")
+    ranks = rankdata(scores, axis=0)  # (N,) or (N, F)
+    result = (ranks[labels].sum(axis=0) - pos * (pos + 1) / 2) / (pos * neg)
+    return float(result) if np.ndim(result) == 0 else result
+
+
+def precision_recall(scores: np.ndarray, labels: np.ndarray, threshold: float) -> dict[str, float]:
+    pred = np.asarray(scores) >= threshold
+    labels = np.asarray(labels).astype(bool)
+    tp = int((pred & labels).sum())
+    fp = int((pred & ~labels).sum())
+    fn = int((~pred & labels).sum())
+    precision = tp / (tp + fp) if tp + fp else 1.0
+    recall = tp / (tp + fn) if tp + fn else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return {"threshold": threshold, "precision": precision, "recall": recall, "f1": f1,
+            "false_positive_rate": fp / max(int((~labels).sum()), 1)}
+
+
+def youden_threshold(values: np.ndarray, labels: np.ndarray) -> float:
+    """The cut on `values` (N,) maximising TPR - FPR (a feature's gate threshold)."""
+    labels = np.asarray(labels).astype(bool)
+    best, best_j = float(values.max()), -1.0
+    for t in np.unique(values[values > 0]):
+        pred = values >= t
+        j = pred[labels].mean() - pred[~labels].mean()
+        if j > best_j:
+            best, best_j = float(t), j
+    return best
+
+
+@dataclass(frozen=True)
+class FeatureStats:
+    index: int
+    auroc: float
+    mean_toxic: float  # mean over toxic texts of the text's max activation
+    mean_benign: float
+    freq_toxic: float  # fraction of toxic texts where the feature fires at all
+    freq_benign: float
+
+
+def feature_stats(text_max: np.ndarray, labels: np.ndarray) -> list[FeatureStats]:
+    """Per-feature separation stats from per-text max activations (N, d_sae)."""
+    labels = np.asarray(labels).astype(bool)
+    aucs = np.asarray(auroc(text_max, labels))
+    fires = text_max > 0
+    out = []
+    for f in range(text_max.shape[1]):
+        out.append(FeatureStats(
+            index=f, auroc=float(aucs[f]),
+            mean_toxic=float(text_max[labels, f].mean()), mean_benign=float(text_max[~labels, f].mean()),
+            freq_toxic=float(fires[labels, f].mean()), freq_benign=float(fires[~labels, f].mean()),
+        ))
+    return out
+
+
+def stratified_split(labels: np.ndarray, fraction: float, seed: int) -> np.ndarray:
+    """(N,) bool: True for held-out; the same fraction of each class, seeded."""
+    rng = np.random.default_rng(seed)
+    held = np.zeros(len(labels), dtype=bool)
+    for value in (0, 1):
+        idx = np.flatnonzero(labels == value)
+        held[rng.permutation(idx)[: round(len(idx) * fraction)]] = True
+    return held
+
+
+def log_max(per_text: Sequence[torch.Tensor]) -> np.ndarray:
+    """(N, d) log1p of each feature's max activation over each text's tokens (0 for none)."""
+    d = per_text[0].shape[1]
+    return np.stack([np.log1p(a.clamp_min(0).amax(dim=0).numpy()) if len(a) else np.zeros(d) for a in per_text])
+
+
+@dataclass
+class Detector:
+    """score(text) = sigmoid(bias + sum_i weights[i] * log1p(max over tokens of a_i)), weights >= 0:
+    the combination middleware/detection.py runs (see its docstring)."""
+
+    features: list[int]
+    weights: list[float]
+    bias: float
+
+    def scores(self, log_max_acts: np.ndarray) -> np.ndarray:
+        """(N,) scores from (N, d) `log_max` of all features."""
+        z = log_max_acts[:, self.features] @ np.asarray(self.weights) + self.bias
+        return 1.0 / (1.0 + np.exp(-z))
+
+
+def fit_nonneg(x: np.ndarray, y: np.ndarray, steps: int = 500, l2: float = 1e-3) -> tuple[list[float], float]:
+    """Logistic regression with non-negative weights (w = softplus(v)) on (N, m) features."""
+    xt = torch.tensor(x, dtype=torch.float32)
+    yt = torch.tensor(y, dtype=torch.float32)
+    v = torch.full((x.shape[1],), -2.0, requires_grad=True)
+    b = torch.zeros((), requires_grad=True)
+    opt = torch.optim.LBFGS([v, b], lr=0.5, max_iter=steps, line_search_fn="strong_wolfe")
+
+    def closure() -> torch.Tensor:
+        opt.zero_grad()
+        w = torch.nn.functional.softplus(v)
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(xt @ w + b, yt) + l2 * w.pow(2).sum()
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    return [float(w) for w in torch.nn.functional.softplus(v).detach()], float(b.detach())
+
+
+def _l1_positive(x: np.ndarray, y: np.ndarray, c: float, seed: int) -> list[int]:
+    """Features with a positive weight in an L1-regularised logistic regression, strongest first."""
+    from sklearn.linear_model import LogisticRegression
+
+    lr = LogisticRegression(l1_ratio=1.0, C=c, solver="liblinear", max_iter=5000, random_state=seed)
+    lr.fit(x, y)
+    coef = lr.coef_[0]
+    pos = np.flatnonzero(coef > 0)
+    return [int(f) for f in pos[np.argsort(-coef[pos])]]
+
+
+def fit_detector(
+    log_max_acts: np.ndarray,
+    labels: np.ndarray,
+    *,
+    cs: Sequence[float] = (0.02, 0.05, 0.1, 0.2, 0.5),
+    seed: int = 0,
+    validation_fraction: float = 0.3,
+) -> tuple[Detector, list[dict[str, float]]]:
+    """Choose the toxicity feature set and fit the detector on (N, d) `log_max` features.
+
+    The set is the features an L1-regularised logistic regression weights positively; its
+    strength C is picked on a validation part of the given (selection) texts; then the detector
+    (non-negative weights over that set) is refitted on all of them. Returns the detector and,
+    per C tried, the set size and validation AUROC.
+    """
+    labels = np.asarray(labels).astype(int)
+    val = stratified_split(labels, validation_fraction, seed + 1)
+    tried = []
+    for c in cs:
+        feats = _l1_positive(log_max_acts[~val], labels[~val], c, seed)
+        if not feats:
+            tried.append({"C": c, "features": 0, "validation_auroc": 0.5})
+            continue
+        w, b = fit_nonneg(log_max_acts[~val][:, feats], labels[~val])
+        scores = Detector(feats, w, b).scores(log_max_acts[val])
+        tried.append({"C": c, "features": len(feats), "validation_auroc": float(auroc(scores, labels[val]))})
+    usable = [t for t in tried if t["features"]]
+    if usable:
+        best = max(t["validation_auroc"] for t in usable)
+        # The sparsest set within 0.002 of the best: fewer features, fewer false positives to explain.
+        c = min((t for t in usable if t["validation_auroc"] >= best - 0.002), key=lambda t: (t["features"], t["C"]))["C"]
+    else:  # too few texts for any C to keep a feature on the fitting part: the weakest penalty tried
+        c = max(cs)
+    feats = _l1_positive(log_max_acts, labels, c, seed)
+    if not feats:
+        raise RuntimeError("no SAE feature separates toxic from benign texts; is the corpus too small?")
+    w, b = fit_nonneg(log_max_acts[:, feats], labels)
+    return Detector(feats, w, b), tried

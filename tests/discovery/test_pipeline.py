@@ -1,0 +1,75 @@
+"""`train-sae` and `find-features` end to end on a tiny corpus, with the real SmolLM2 (transformers).
+
+Small enough to run in the suite (a few dozen texts, a 64-latent SAE), but every stage is the
+real one: generation, judge labels, layer probe, activations, training, metrics, model card,
+feature ranking, detector fit, held-out report, and resuming from the work directory.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from middleware.detection import FeatureSet
+from middleware.discovery.corpus import CorpusSpec, load_corpus
+from middleware.discovery.features_pipeline import FindFeaturesJob, run_find_features
+from middleware.discovery.train import TrainSpec
+from middleware.discovery.train_pipeline import TrainSAEJob, run_train_sae
+from middleware.sae import load_sae
+from serving.embedded import embedded_model_dir
+
+CORPUS = CorpusSpec(seed=1, scale=0.05, max_new_tokens=6, batch_size=32)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[TrainSAEJob, dict]:
+    root = tmp_path_factory.mktemp("discovery")
+    job = TrainSAEJob(model_dir=embedded_model_dir(), work_dir=root / "work", out_dir=root / "sae", corpus=CORPUS,
+                      train=TrainSpec(d_sae=64, k=4, epochs=1, batch_tokens=64, seed=1),
+                      layer=None, candidate_layers=(2, 4), extra_texts=8, probe_texts_per_class=20, loss_texts=4)
+    return job, run_train_sae(job)
+
+
+def test_train_sae_writes_a_loadable_sae_with_its_model_card(trained: tuple[TrainSAEJob, dict]) -> None:
+    job, report = trained
+    records = load_corpus(job.work_dir / "corpus.jsonl")
+    assert {r["source"] for r in records} >= {"wordlist", "benign_chat", "hard_negative", "wordlist_insult"}
+    assert all(0 <= r["judge"] <= 1 and r["label"] in (0, 1, None) for r in records)
+    assert report["layer"] in (2, 4) and report["layer_probe"]["chosen"] == report["layer"]
+    sae = load_sae(job.out_dir)
+    assert sae.cfg.architecture == "topk" and sae.cfg.d_sae == 64 and sae.cfg.hook_layer == report["layer"]
+    assert str(sae.dtype) == "torch.float16"  # shipped at half size
+    m = report["metrics"]
+    assert 0 < m["fvu"] < 1.5 and m["l0"] <= 4 and 0 <= m["dead_fraction"] <= 1
+    assert m["loss_spliced"] > 0 and "delta_loss" in m
+    card = (job.out_dir / "README.md").read_text()
+    assert "delta loss" in card and "steergate train-sae" in card
+    assert json.loads((job.out_dir / "train_report.json").read_text())["layer"] == report["layer"]
+
+
+def test_rerun_resumes_from_the_work_dir(trained: tuple[TrainSAEJob, dict]) -> None:
+    job, report = trained
+    corpus = job.work_dir / "corpus.jsonl"
+    before = corpus.stat().st_mtime_ns
+    again = run_train_sae(job)
+    assert corpus.stat().st_mtime_ns == before  # nothing regenerated
+    assert again["metrics"] == report["metrics"]  # same checkpoint, same SAE
+
+
+def test_find_features_writes_features_report_and_heldout(trained: tuple[TrainSAEJob, dict]) -> None:
+    job, _ = trained
+    out = job.out_dir.parent / "features.json"
+    data = run_find_features(FindFeaturesJob(model_dir=job.model_dir, work_dir=job.work_dir, sae_dir=job.out_dir,
+                                             out=out, corpus=CORPUS, seed=1))
+    fs = FeatureSet.load(out)
+    assert fs.features and len(fs.weights) == len(fs.features) and all(w >= 0 for w in fs.weights)
+    assert fs.sae_path == str(job.out_dir.resolve())
+    held = data["heldout"]
+    assert 0 <= held["detector"]["auroc"] <= 1
+    assert set(held["peers"]) == {"alt-profanity-check", "better-profanity"}
+    assert held["peers"]["alt-profanity-check"]["labels_from_this_judge"]
+    assert len(held["hard_negatives"]["phrases"]) > 0
+    lines = (out.parent / "heldout.jsonl").read_text().splitlines()
+    assert len(lines) == held["texts"] and all(json.loads(x)["label"] in (0, 1) for x in lines)
+    assert "Held-out split" in (out.parent / "features_report.md").read_text()
