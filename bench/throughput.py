@@ -18,9 +18,10 @@ import asyncio
 import os
 import time
 
-from common import Result, run_concurrently, bench_raw, prompts
+from common import Result, bench_raw, prompts, run_concurrently
 
 from serving.config import GatewayConfig
+
 
 async def bench_gateway(url: str, model: str, texts: list[str], tokens: int, concurrency: int) -> Result:
     import openai

@@ -7,6 +7,7 @@ import logging
 import signal
 import sys
 import threading
+from pathlib import Path
 
 from serving.config import GatewayConfig
 from serving.settings import HEALTH_TIMEOUT_S
@@ -18,7 +19,8 @@ def _serve(args: argparse.Namespace) -> int:
     from serving.launcher import start_gateway, stop_gateway
 
     config = GatewayConfig.from_file(args.config) if args.config else GatewayConfig()
-    overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
+    policies = str(Path(args.policies).resolve()) if args.policies else None
+    overrides = {k: v for k, v in (("host", args.host), ("port", args.port), ("policies", policies)) if v is not None}
     if overrides:
         config = config.model_copy(update=overrides)
     # SIGTERM behaves like Ctrl-C: it interrupts start-up or serving, and `finally` stops Ray
@@ -38,6 +40,12 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _policy_check(args: argparse.Namespace) -> int:
+    from policies.check import main as check_main
+
+    return check_main([args.file, *(["--explain"] if args.explain else [])])
+
+
 def _interrupt(signum: int, _frame: object) -> None:
     raise KeyboardInterrupt(signal.Signals(signum).name)
 
@@ -49,7 +57,17 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--host", help="bind address (default from config: 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port (default from config: 8000)")
     serve.add_argument("--config", help="serving config YAML (see deploy/gateway.yaml)")
+    serve.add_argument("--policies", help="policy file (see deploy/policies.yaml); default: the shipped one")
     serve.set_defaults(func=_serve)
+    policy = sub.add_parser("policy", help="policy file tools")
+    policy_sub = policy.add_subparsers(dest="policy_command", required=True)
+    check = policy_sub.add_parser("check", help="validate a policy file and explain it (exit 1 on errors)")
+    check.add_argument("file", help="policy file to check")
+    check.add_argument("--explain", action="store_true", help="print every resolved policy in full")
+    check.set_defaults(func=_policy_check)
+    from middleware.discovery.cli import add_commands
+
+    add_commands(sub)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     return int(args.func(args))

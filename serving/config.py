@@ -7,7 +7,7 @@ Strict like Ray Serve LLM's `LLMConfig`: every model forbids unknown fields, so 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -21,6 +21,7 @@ __all__ = [
     "DeploymentConfig",
     "MiddlewareConfig",
     "ModelConfig",
+    "embedded_middleware",
     "IngressConfig",
     "LimitsConfig",
     "GatewayConfig",
@@ -88,7 +89,31 @@ class ModelConfig(StrictModel):
     )
     engine: EngineConfig = Field(default_factory=EngineConfig, description="vLLM engine settings.")
     deployment: DeploymentConfig = Field(default_factory=DeploymentConfig, description="Ray Serve settings.")
-    middleware: list[MiddlewareConfig] = Field(default_factory=list, description="In-engine hooks, in order.")
+    middleware: list[MiddlewareConfig] | None = Field(
+        None,
+        description="In-engine hooks, in order. null: the model's default (for the embedded SmolLM2, the "
+        "shipped SAE safety middleware: toxicity detection + steering tiers; otherwise none). [] = none.",
+    )
+
+    @model_validator(mode="after")
+    def _default_middleware(self) -> ModelConfig:
+        if self.middleware is None:
+            self.middleware = embedded_middleware() if self.path is None else []
+        return self
+
+
+def embedded_middleware() -> list[MiddlewareConfig]:
+    """The embedded model's default hook: SafetyMiddleware over the shipped SAE and features file,
+    at the layer the SAE was trained on."""
+    from middleware.assets import EMBEDDED_FEATURES
+    from middleware.detection import FeatureSet
+    from middleware.sae import load_sae_config
+
+    layer = load_sae_config(FeatureSet.load(EMBEDDED_FEATURES).sae_path).hook_layer
+    if layer is None:
+        raise ValueError(f"the shipped SAE named in {EMBEDDED_FEATURES} has no hook layer")
+    return [MiddlewareConfig(cls="middleware.detection:SafetyMiddleware", layer=layer,
+                             args={"features_path": str(EMBEDDED_FEATURES)})]
 
 
 class IngressConfig(StrictModel):
@@ -111,6 +136,15 @@ class GatewayConfig(StrictModel):
     )
     ingress: IngressConfig = Field(default_factory=IngressConfig, description="Ingress deployment.")
     limits: LimitsConfig = Field(default_factory=LimitsConfig, description="Request limits.")
+    policies: str | None = Field(
+        None, description="Policy file (policies/, `steergate policy check FILE`); null: the shipped default "
+        "(no key, annotate + light steering). Reloaded on change.",
+    )
+    policy_reload_interval_s: float = Field(1.0, gt=0, description="How often replicas check the policy file.")
+    audit_log: str | None = Field(
+        None, description="JSON-lines file for safety events (flag, block, stop); null: the 'steergate.audit' "
+        "logger (Ray's replica logs).",
+    )
 
     @model_validator(mode="after")
     def _unique_names(self) -> GatewayConfig:
@@ -121,9 +155,22 @@ class GatewayConfig(StrictModel):
             raise ValueError("at least one model must be configured")
         return self
 
+    @model_validator(mode="after")
+    def _absolute_paths(self) -> GatewayConfig:
+        # Replicas run in Ray workers with their own working directory.
+        for name in ("policies", "audit_log"):
+            value = getattr(self, name)
+            if value is not None and not Path(value).is_absolute():
+                setattr(self, name, str(Path(value).resolve()))
+        return self
+
     @classmethod
     def from_file(cls, path: str | Path) -> GatewayConfig:
+        """Load a YAML config; relative file paths in it are relative to the file."""
         data = yaml.safe_load(Path(path).read_text()) or {}
+        for name in ("policies", "audit_log"):
+            if isinstance(data.get(name), str) and not Path(data[name]).is_absolute():
+                data[name] = str((Path(path).parent / data[name]).resolve())
         return cls.model_validate(data)
 
     def model(self, name: str) -> ModelConfig | None:

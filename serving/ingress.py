@@ -1,7 +1,10 @@
 """The HTTP surface: OpenAI-compatible routes on a FastAPI app, served by a Ray Serve ingress.
 
-The router only converts HTTP to and from model-server calls: parse and validate the body,
-pick the model server by `model`, relay its items (a JSON body or SSE chunks), record metrics.
+The router converts HTTP to and from model-server calls and applies the caller's policy
+(policies/): authenticate the key to a tenant, pick the tenant's policy for the model, rate-limit,
+decide the request's steering (403 for an override the policy locks), hand the policy's
+thresholds and actions to the model server (which enforces block/stop, serving/safety_gate.py),
+then relay its items (a JSON body or SSE chunks), record metrics and audit safety events.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ import asyncio
 import json
 import logging
 import time
+import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -19,11 +23,23 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from pydantic import ValidationError
 
 from middleware.hooks import load_middleware
-from middleware.metrics import GatewayMetrics
+from middleware.metrics import NO_POLICY, GatewayMetrics
+from policies import (
+    AuditLog,
+    AuthError,
+    OverrideForbidden,
+    Policy,
+    PolicyStore,
+    RateLimiter,
+    Tenant,
+    audit_event,
+    effective_steering,
+    retry_after_header,
+)
 from serving.config import GatewayConfig
 from serving.engine.base import EngineError, SSEChunk, UsageReport
 from serving.errors import GatewayError, error_response, from_validation_error, install_error_handlers
-from serving.protocol import ChatCompletionRequest, CompletionRequest, GatewayRequest
+from serving.protocol import ChatCompletionRequest, CompletionRequest, GatewayRequest, SteeringRequest
 
 __all__ = ["app", "Ingress"]
 
@@ -43,14 +59,31 @@ class Ingress:
         self.handles = model_handles
         # Each model's middleware may check the per-request args it will get (e.g. steering
         # feature indices against its SAE) so bad ones are a 400 here, not a surprise in the engine.
-        classes = {m.name: [(load_middleware(mw.cls), mw.args) for mw in m.middleware] for m in config.models}
+        classes = {m.name: [(cls, cls.resolved_args(mw.args)) for mw in m.middleware
+                            if (cls := load_middleware(mw.cls))] for m in config.models}
         self.validators = {
             name: [v for cls, args in mws if (v := cls.request_validator(args))] for name, mws in classes.items()
         }
         self.steerable = {name: any(cls.handles_steering for cls, _ in mws) for name, mws in classes.items()}
         self.registry = CollectorRegistry()
-        self.metrics = GatewayMetrics(self.registry, [m.name for m in config.models])
+        self.model_names = [m.name for m in config.models]
+        self.metrics = GatewayMetrics(self.registry, self.model_names)
+        # Every replica watches the policy file itself and swaps its PolicySet in one assignment;
+        # a file that does not parse is logged, counted, and the old policies stay live.
+        self.policies = PolicyStore(config.policies, on_reload=self._on_policy_reload)
+        self.metrics.add_policies(self.model_names, self.policies.current.policies)
+        self.policies.start_watching(config.policy_reload_interval_s)
+        self.limiter = RateLimiter()
+        self.audit = AuditLog(config.audit_log)
         self.created = int(time.time())
+
+    def _on_policy_reload(self, ok: bool, message: str | None) -> None:
+        self.metrics.policy_reloads.labels("success" if ok else "failure").inc()
+        if ok:
+            self.metrics.add_policies(self.model_names, self.policies.current.policies)
+            logger.info("policy file reloaded")
+        else:
+            logger.error("policy file rejected, previous policies stay live: %s", message)
 
     # ---- plain endpoints -------------------------------------------------------------------
 
@@ -91,34 +124,48 @@ class Ingress:
 
     async def _generate(self, raw: Request, model_cls: type[GatewayRequest], endpoint: str) -> Response:
         started = time.monotonic()
-        model = "unknown"
+        ctx = _Call(endpoint=endpoint, request_id=f"req-{uuid.uuid4().hex}")
         try:
+            policies = self.policies.current  # one consistent policy set for the whole request
+            try:
+                ctx.tenant = policies.authenticate(raw.headers.get("authorization"))
+            except AuthError as e:
+                raise GatewayError(401, e.message, code=e.code) from None
             body = await self._read_json(raw)
-            model = self._resolve_model(body)
-            request = self._validate(body, model_cls, model)
-            handle = getattr(self.handles[model].options(stream=True), endpoint)
+            ctx.model = self._resolve_model(body)
+            ctx.policy = policies.policy_for(ctx.tenant, ctx.model)
+            ctx.headers["x-steergate-policy"] = ctx.policy.name
+            self._rate_limit(ctx)
+            request = self._validate(body, model_cls, ctx.model, ctx.policy)
+            ctx.prompt_text = _prompt_text(body) if ctx.policy.audit.log_prompt_text else None
+            handle = getattr(self.handles[ctx.model].options(stream=True), endpoint)
             items = handle.remote(request)
             first = await items.__anext__()
         except GatewayError as e:
             # Unknown models are not a label value: they would make the label set unbounded.
-            self._observe(model if model in self.handles else "unknown", endpoint, e.error.status, started)
-            return error_response(e.error, e.headers)
+            model = ctx.model if ctx.model in self.handles else "unknown"
+            self._observe(ctx, model, e.error.status, started)
+            return error_response(e.error, {**ctx.headers, **(e.headers or {})})
         except Exception:  # the model server failed: counted here, answered by the 500 handler
-            self._observe(model, endpoint, 500, started)
+            self._observe(ctx, ctx.model, 500, started)
             raise
         if isinstance(first, EngineError):
-            self._observe(model, endpoint, first.status, started)
-            return error_response(first)
+            if first.safety is not None:  # refused by the policy (a blocked prompt)
+                self._record_safety(ctx, first.safety, body_text=None)
+            self._observe(ctx, ctx.model, first.status, started)
+            return error_response(first, ctx.headers)
         if isinstance(first, dict):
             usage = first.get("usage") or {}
-            self.metrics.observe_usage(model, usage.get("prompt_tokens", 0), usage.get("completion_tokens", 0))
-            self._observe(model, endpoint, 200, started)
-            return JSONResponse(first)
+            self._account(ctx, usage.get("prompt_tokens", 0), usage.get("completion_tokens", 0))
+            if first.get("safety") is not None:
+                self._record_safety(ctx, first["safety"], body_text=_completion_text(first))
+            self._observe(ctx, ctx.model, 200, started)
+            return JSONResponse(first, headers=ctx.headers)
         return StreamingResponse(
-            self._relay(first, items, model, endpoint, started), media_type="text/event-stream"
+            self._relay(first, items, ctx, started), media_type="text/event-stream", headers=ctx.headers
         )
 
-    async def _relay(self, first: Any, items: Any, model: str, endpoint: str, started: float) -> AsyncIterator[str]:
+    async def _relay(self, first: Any, items: Any, ctx: _Call, started: float) -> AsyncIterator[str]:
         """Send SSE chunks as they come; on client disconnect, cancel the model-server call
         (which aborts the engine request)."""
         first_token_seen = False
@@ -128,17 +175,61 @@ class Ingress:
                 if isinstance(item, SSEChunk):
                     if item.has_content and not first_token_seen:
                         first_token_seen = True
-                        self.metrics.ttft.labels(model, endpoint).observe(time.monotonic() - started)
+                        self.metrics.ttft.labels(ctx.model, ctx.endpoint, ctx.policy_name).observe(
+                            time.monotonic() - started)
+                    if item.safety is not None:
+                        self._record_safety(ctx, item.safety, body_text=None)
                     yield item.data
                 elif isinstance(item, UsageReport):
-                    self.metrics.observe_usage(model, item.prompt_tokens, item.completion_tokens)
+                    self._account(ctx, item.prompt_tokens, item.completion_tokens)
                 try:
                     item = await items.__anext__()
                 except StopAsyncIteration:
                     break
         finally:
             items.cancel()
-            self._observe(model, endpoint, 200, started)
+            self._observe(ctx, ctx.model, 200, started)
+
+    # ---- policy ----------------------------------------------------------------------------
+
+    def _rate_limit(self, ctx: _Call) -> None:
+        assert ctx.tenant is not None and ctx.policy is not None
+        limits = ctx.policy.limits
+        retry = self.limiter.check_tokens(ctx.tenant.name, limits)
+        kind = "tokens"
+        if retry is None:
+            retry = self.limiter.check_request(ctx.tenant.name, limits)
+            kind = "requests"
+        if retry is not None:
+            self.metrics.rate_limited.labels(ctx.policy.name, kind).inc()
+            per_minute = limits.tokens_per_minute if kind == "tokens" else limits.requests_per_minute
+            raise GatewayError(429, f"Rate limit reached for tenant '{ctx.tenant.name}': {per_minute} {kind} per "
+                               f"minute. Retry after {retry_after_header(retry)} s.", code="rate_limit_exceeded",
+                               type=kind, headers={"Retry-After": retry_after_header(retry)})
+
+    def _account(self, ctx: _Call, prompt_tokens: int, completion_tokens: int) -> None:
+        self.metrics.observe_usage(ctx.model, prompt_tokens, completion_tokens)
+        if ctx.tenant is not None and ctx.policy is not None:
+            self.limiter.charge_tokens(ctx.tenant.name, ctx.policy.limits, prompt_tokens + completion_tokens)
+
+    def _record_safety(self, ctx: _Call, safety: dict[str, Any], body_text: str | None) -> None:
+        """Metrics for every response; an audit line for each flagged phase."""
+        assert ctx.policy is not None and ctx.tenant is not None
+        actions = {"prompt": ctx.policy.actions.prompt, "completion": ctx.policy.actions.completion}
+        taken = {phase: (a if a in ("block", "stop") else "annotate") for phase, a in actions.items()}
+        self.metrics.observe_safety(ctx.model, ctx.policy.name, safety, taken)
+        for phase in ("prompt", "completion"):
+            if not (safety.get(phase) or {}).get("flagged"):
+                continue
+            event = {"annotate": "flag"}.get(taken[phase], taken[phase])
+            self.audit.write(audit_event(
+                request_id=ctx.request_id, tenant=ctx.tenant.name, policy=ctx.policy.name, event=event,
+                phase=phase, action=taken[phase], model=ctx.model,
+                prompt_score=(safety.get("prompt") or {}).get("toxicity"),
+                completion_score=(safety.get("completion") or {}).get("toxicity"), arm=safety.get("arm"),
+                prompt_text=ctx.prompt_text, completion_text=body_text,
+                include_text=ctx.policy.audit.log_prompt_text,
+            ))
 
     # ---- helpers ---------------------------------------------------------------------------
 
@@ -166,7 +257,8 @@ class Ingress:
                                param="model", code="model_not_found", type="invalid_request_error")
         return model
 
-    def _validate(self, body: dict[str, Any], model_cls: type[GatewayRequest], model: str) -> GatewayRequest:
+    def _validate(self, body: dict[str, Any], model_cls: type[GatewayRequest], model: str,
+                  policy: Policy) -> GatewayRequest:
         n = body.get("n")
         if isinstance(n, int) and not isinstance(n, bool) and n > self.config.limits.max_n:
             raise GatewayError(400, f"n must be at most {self.config.limits.max_n}, got {n}", param="n",
@@ -175,6 +267,25 @@ class Ingress:
             request = model_cls.model_validate(body)
         except ValidationError as e:
             raise from_validation_error(e) from e
+        if policy.actions.completion == "stop" and (request.n or 1) > 1:
+            raise GatewayError(400, f"policy '{policy.name}' stops toxic output, which needs one choice per "
+                               "request: n must be 1", param="n", code="invalid_value")
+        requested = request.steering.model_dump(exclude_none=True) if request.steering is not None else None
+        try:
+            effective = effective_steering(policy, requested)
+        except OverrideForbidden as e:
+            raise GatewayError(403, e.message, param=e.param, code=e.code) from None
+        if not self.steerable[model] and requested is None:
+            effective = None  # the policy's default tier needs steering; this model has none
+        request.steering = None if effective is None else SteeringRequest.model_validate(effective)
+        request.set_policy({
+            "name": policy.name,
+            "prompt_threshold": policy.detection.prompt_threshold,
+            "completion_threshold": policy.detection.completion_threshold,
+            "prompt_action": policy.actions.prompt,
+            "completion_action": policy.actions.completion,
+            "holdback_tokens": policy.stream.holdback_tokens,
+        })
         if request.steering is not None and request.steering.tier != "off":
             if not self.steerable[model]:
                 raise GatewayError(400, f"steering is not configured for model '{model}' (no SAE steering "
@@ -187,5 +298,36 @@ class Ingress:
                     raise GatewayError(400, str(e), param="steering", code="invalid_value") from e
         return request
 
-    def _observe(self, model: str, endpoint: str, status: int, started: float) -> None:
-        self.metrics.observe(model, endpoint, status, time.monotonic() - started)
+    def _observe(self, ctx: _Call, model: str, status: int, started: float) -> None:
+        self.metrics.observe(model, ctx.endpoint, status, time.monotonic() - started, ctx.policy_name)
+
+
+class _Call:
+    """What the ingress learns about one request as it goes (for errors, metrics and audit)."""
+
+    def __init__(self, endpoint: str, request_id: str) -> None:
+        self.endpoint = endpoint
+        self.request_id = request_id
+        self.model = "unknown"
+        self.tenant: Tenant | None = None
+        self.policy: Policy | None = None
+        self.prompt_text: str | None = None
+        self.headers: dict[str, str] = {"x-steergate-request-id": request_id}
+
+    @property
+    def policy_name(self) -> str:
+        return self.policy.name if self.policy is not None else NO_POLICY
+
+
+def _prompt_text(body: dict[str, Any]) -> str:
+    if "messages" in body:
+        return json.dumps(body["messages"], ensure_ascii=False)
+    return body.get("prompt") if isinstance(body.get("prompt"), str) else json.dumps(body.get("prompt"))
+
+
+def _completion_text(body: dict[str, Any]) -> str:
+    parts = []
+    for choice in body.get("choices") or []:
+        message = choice.get("message") or {}
+        parts.append(message.get("content") or choice.get("text") or "")
+    return "\n".join(parts)

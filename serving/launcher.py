@@ -43,6 +43,10 @@ def start_gateway(config: GatewayConfig, *, runtime_env: dict[str, Any] | None =
     # 0.83x -> 0.89x of raw vLLM on 2 cores). Must be set before Ray starts its processes.
     os.environ.setdefault("RAY_SERVE_THROUGHPUT_OPTIMIZED", "1")
     os.environ.setdefault("RAY_SERVE_ENABLE_HA_PROXY", "1")
+    # Serve kills a proxy that is not ready within 5 s three times in a row; on a 2-core box that
+    # is also compiling the model (or running anything else) that happens, and the gateway never
+    # comes up. Seen in a test run next to a CPU-bound job.
+    os.environ.setdefault("RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S", "30")
     if not ray.is_initialized():
         # ray.init replaces SIGTERM's handler with one that aborts the process, which would skip our
         # clean shutdown (and orphan Ray's agents): keep whatever handlers the caller installed.

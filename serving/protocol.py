@@ -66,10 +66,25 @@ class _SteergateFields(BaseModel):
 
     # Set by the model server, never by the client: what the in-engine middleware sees.
     _engine_args: dict[str, Any] = PrivateAttr(default_factory=dict)
+    # Set by the ingress from the caller's policy (see `set_policy`), never by the client.
+    _policy: dict[str, Any] | None = PrivateAttr(default=None)
 
     def middleware_args(self) -> dict[str, Any]:
-        """What the in-engine middleware get from this request (validated by the ingress, sent by the engine)."""
-        return {"steering": self.steering.model_dump(exclude_none=True)} if self.steering is not None else {}
+        """What the in-engine middleware and the response post-processing get from this request."""
+        args: dict[str, Any] = {}
+        if self.steering is not None:
+            args["steering"] = self.steering.model_dump(exclude_none=True)
+        if self._policy is not None:
+            args["policy"] = self._policy
+        return args
+
+    def set_policy(self, policy: dict[str, Any]) -> None:
+        """The resolved policy's runtime view: name, thresholds, actions, hold-back (serving/safety_gate.py)."""
+        self._policy = policy
+
+    @property
+    def policy(self) -> dict[str, Any] | None:
+        return self._policy
 
     def set_engine_args(self, args: dict[str, Any]) -> None:
         self._engine_args = args

@@ -40,6 +40,9 @@ class EngineError:
     param: str | None = None
     code: str | int | None = None
     status: int = 400
+    # The response's safety annotation when a policy refused it (code "content_filter"); for
+    # the ingress' metrics and audit log, never sent to the client.
+    safety: dict[str, Any] | None = None
 
     @classmethod
     def from_body(cls, error: dict[str, Any], default_status: int) -> EngineError:
@@ -57,6 +60,7 @@ class EngineError:
 class SSEChunk:
     data: str  # the full SSE event text, "data: ...\n\n"
     has_content: bool = False  # carries generated text (the first one marks time to first token)
+    safety: dict[str, Any] | None = None  # the annotation, on the chunk that carries it (for metrics/audit)
 
 
 @dataclass

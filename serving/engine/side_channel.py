@@ -65,10 +65,10 @@ class RequestSideOutputs:
         self.updated.set()
 
     def tokens(self) -> list[dict[str, Any]]:
-        """All token records of all sub-requests, each with its position."""
+        """All token records of all sub-requests, each with its position and sub-request id."""
         return [
-            {"position": pos, **entry}
-            for tokens in self.by_engine_request.values()
+            {"position": pos, "request": rid, **entry}
+            for rid, tokens in self.by_engine_request.items()
             for pos, entry in sorted(tokens.items())
         ]
 

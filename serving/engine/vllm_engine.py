@@ -23,6 +23,7 @@ from serving.engine.plugin import ADDITIONAL_CONFIG_KEY
 from serving.engine.side_channel import SideChannelReceiver, SideOutputStore
 from serving.postprocess import ResponsePostprocessor
 from serving.protocol import ChatCompletionRequest, CompletionRequest
+from serving.safety_gate import SafetyPlan
 
 __all__ = ["VLLMEngine"]
 
@@ -86,12 +87,12 @@ class VLLMEngine(Engine):
 
     @classmethod
     async def start(cls, config: ModelConfig) -> VLLMEngine:
+        from starlette.datastructures import State
         from vllm.engine.arg_utils import AsyncEngineArgs
         from vllm.entrypoints.launchers.api_server.app_state import init_app_state
         from vllm.entrypoints.launchers.cli_args import FrontendArgs
         from vllm.platforms import current_platform
         from vllm.v1.engine.async_llm import AsyncLLM
-        from starlette.datastructures import State
 
         if current_platform.is_cpu():
             _set_cpu_env(config)
@@ -151,10 +152,16 @@ class VLLMEngine(Engine):
         engine_args = {"rid": rid, **request.middleware_args()}
         request.set_engine_args(engine_args)
         client_opts = request.stream_options
+        # A policy that blocks prompts or stops output acts while tokens are generated, which needs
+        # the stream: a client that did not ask for one gets the gated stream assembled into a body.
+        assemble = SafetyPlan.from_args(engine_args).gates_output and not request.stream
+        if assemble:
+            request.stream = True
         if request.stream:
             # Always get per-chunk usage from vLLM; the postprocessor strips what the client did not ask for.
             request.stream_options = StreamOptions(include_usage=True, continuous_usage_stats=True)
         buf = self.side_outputs.open(rid)
+        result = None
         try:
             try:
                 result = await create(request, raw_request=None)
@@ -164,18 +171,24 @@ class VLLMEngine(Engine):
             if isinstance(result, ErrorResponse):
                 yield _engine_error(result)
             elif isinstance(result, AsyncGenerator):
-                async for item in self.postprocess.stream(
+                items = self.postprocess.stream(
                     result,
                     buf,
                     engine_args,
-                    client_usage=bool(client_opts and client_opts.include_usage),
+                    client_usage=assemble or bool(client_opts and client_opts.include_usage),
                     client_continuous_usage=bool(client_opts and client_opts.continuous_usage_stats),
                     num_choices=request.n or 1,
-                ):
-                    yield item
+                )
+                if assemble:
+                    yield await self.postprocess.collect(items)
+                else:
+                    async for item in items:
+                        yield item
             else:
                 yield await self.postprocess.finish_body(result.model_dump(), buf, engine_args)
         finally:
+            if isinstance(result, AsyncGenerator):
+                await result.aclose()  # a stopped or abandoned stream: vLLM aborts the request
             self.side_outputs.close(rid)
 
     async def check_health(self) -> None:

@@ -6,6 +6,7 @@ import asyncio
 
 import httpx
 import openai
+
 from tests.conftest import MODEL, async_openai
 
 CHAT = [{"role": "user", "content": "Name three colours."}]

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from serving.config import MiddlewareConfig
-from serving.engine.vllm_engine import _special_token_ids, engine_middleware
 from serving.embedded import embedded_model_dir
+from serving.engine.vllm_engine import _special_token_ids, engine_middleware
 
 
 def test_steering_skips_special_tokens_by_default() -> None:

@@ -18,7 +18,7 @@ from serving.launcher import APP_NAME
 from tests.conftest import MODEL, async_openai
 
 PROMPTS = [f"Write one sentence about {topic}." for topic in ("rivers", "bread", "trains", "owls", "glass")]
-SHIFT = {"steering": {"interventions": [{"feature": 0, "mode": "add", "strength": 12.0}]}}
+SHIFT = {"steering": {"interventions": [{"feature": 0, "mode": "add", "strength": 40.0}]}}
 
 
 async def _batch(gateway_url: str, steered: int | None) -> list[Any]:

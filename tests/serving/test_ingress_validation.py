@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 
-from serving.config import GatewayConfig
+from serving.config import GatewayConfig, ModelConfig
 from serving.errors import GatewayError
 from serving.ingress import Ingress
 from serving.protocol import ChatCompletionRequest
@@ -13,22 +15,36 @@ MSG = [{"role": "user", "content": "hi"}]
 
 
 @pytest.fixture
-def ingress() -> Ingress:
-    return Ingress(GatewayConfig(), model_handles={})  # the default model has no steering middleware
+def ingress() -> Iterator[Ingress]:
+    # A model without steering middleware, under the shipped default policy (light steering).
+    config = GatewayConfig(models=[ModelConfig(name="smollm2-135m-instruct", middleware=[])])
+    ingress = Ingress(config, model_handles={})
+    yield ingress
+    ingress.policies.stop()
+
+
+def _validate(ingress: Ingress, body: dict) -> ChatCompletionRequest:
+    policy = ingress.policies.current.policies["default"]
+    return ingress._validate(body, ChatCompletionRequest, "smollm2-135m-instruct", policy)
 
 
 def test_steering_refused_where_no_middleware_steers(ingress: Ingress) -> None:
     body = {"model": "smollm2-135m-instruct", "messages": MSG, "steering": {"tier": "light"}}
     with pytest.raises(GatewayError) as e:
-        ingress._validate(body, ChatCompletionRequest, "smollm2-135m-instruct")
+        _validate(ingress, body)
     assert e.value.error.status == 400 and e.value.error.code == "steering_unavailable"
 
 
 def test_tier_off_is_always_accepted(ingress: Ingress) -> None:
     body = {"model": "smollm2-135m-instruct", "messages": MSG, "steering": {"tier": "off"}}
-    assert ingress._validate(body, ChatCompletionRequest, "smollm2-135m-instruct").steering.tier == "off"
+    assert _validate(ingress, body).steering.tier == "off"
+
+
+def test_policy_default_tier_is_dropped_where_no_middleware_steers(ingress: Ingress) -> None:
+    request = _validate(ingress, {"model": "smollm2-135m-instruct", "messages": MSG})
+    assert request.steering is None and request.policy is not None and request.policy["name"] == "default"
 
 
 def test_n_limit(ingress: Ingress) -> None:
     with pytest.raises(GatewayError, match="n must be at most 8"):
-        ingress._validate({"messages": MSG, "n": 9}, ChatCompletionRequest, "smollm2-135m-instruct")
+        _validate(ingress, {"messages": MSG, "n": 9})

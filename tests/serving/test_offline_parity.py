@@ -13,14 +13,15 @@ import openai
 import pytest
 import torch
 
+from middleware.assets import EMBEDDED_FEATURES
+from middleware.detection import SafetyMiddleware
 from middleware.offline import attach
-from middleware.steering import SAESteeringMiddleware, default_tiers
 from serving.embedded import embedded_model_dir
-from tests.conftest import D_MODEL, HOOK_LAYER, MODEL, TIER_FEATURES
+from tests.conftest import D_MODEL, HOOK_LAYER, MODEL
 from tests.serving.hooks import StreamNormHook
 
 PROMPT = "The old lighthouse keeper climbed the stairs and"
-STEERING = {"interventions": [{"feature": 5, "mode": "add", "strength": 12.0}]}
+STEERING = {"interventions": [{"feature": 5, "mode": "add", "strength": 40.0}]}
 
 
 @pytest.fixture(scope="module")
@@ -30,10 +31,9 @@ def hf_model() -> Any:
     return AutoModelForCausalLM.from_pretrained(embedded_model_dir(), dtype=torch.float32).eval()
 
 
-def _offline_norms(model: Any, sae_path: str, ids: list[int], prompt_len: int, steering: Any) -> list[float]:
+def _offline_norms(model: Any, ids: list[int], prompt_len: int, steering: Any) -> list[float]:
     mws = [
-        SAESteeringMiddleware(layer=HOOK_LAYER, d_model=D_MODEL, sae_path=sae_path,
-                              tiers=default_tiers(TIER_FEATURES)),
+        SafetyMiddleware(layer=HOOK_LAYER, d_model=D_MODEL, features_path=str(EMBEDDED_FEATURES)),
         StreamNormHook(layer=HOOK_LAYER, d_model=D_MODEL),
     ]
     args = [{"steering": steering}] if steering else [{}]
@@ -42,7 +42,7 @@ def _offline_norms(model: Any, sae_path: str, ids: list[int], prompt_len: int, s
     return session.side_outputs(0, "stream_norm")
 
 
-def test_offline_edit_equals_vllm_edit(client: openai.OpenAI, hf_model: Any, test_sae_path: str) -> None:
+def test_offline_edit_equals_vllm_edit(client: openai.OpenAI, hf_model: Any) -> None:
     r = client.completions.create(model=MODEL, prompt=PROMPT, max_tokens=8, temperature=0,
                                   extra_body={"ignore_eos": True, "steering": STEERING, "return_token_ids": True})
     choice = r.choices[0].model_extra
@@ -52,8 +52,8 @@ def test_offline_edit_equals_vllm_edit(client: openai.OpenAI, hf_model: Any, tes
     ids = prompt_ids + generated[:-1]
     assert len(vllm_norms) == len(ids)
 
-    steered = torch.tensor(_offline_norms(hf_model, test_sae_path, ids, len(prompt_ids), STEERING))
-    plain = torch.tensor(_offline_norms(hf_model, test_sae_path, ids, len(prompt_ids), None))
+    steered = torch.tensor(_offline_norms(hf_model, ids, len(prompt_ids), STEERING))
+    plain = torch.tensor(_offline_norms(hf_model, ids, len(prompt_ids), None))
     torch.testing.assert_close(steered, vllm_norms, rtol=1e-3, atol=1e-3)
     # The comparison has teeth: the steered generated positions differ from unsteered ones.
     gen = slice(len(prompt_ids), None)

@@ -13,7 +13,7 @@ import pytest
 from tests.conftest import D_SAE, MODEL, async_openai
 
 MSG = [{"role": "user", "content": "Tell me about your favourite season."}]
-ADD = {"interventions": [{"feature": 5, "mode": "add", "strength": 12.0}]}
+ADD = {"interventions": [{"feature": 5, "mode": "add", "strength": 40.0}]}
 
 
 def _chat(client: openai.OpenAI, steering: dict[str, Any] | None, **kw: Any) -> Any:
