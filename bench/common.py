@@ -97,3 +97,26 @@ async def bench_raw(name: str, model: ModelConfig, texts: list[str], tokens: int
     return Result(name, n, secs, ttft)
 
 
+async def bench_gateway_phase(url: str, key: str, name: str, model: str, texts: list[str], tokens: int,
+                              concurrency: int, warm_up: bool = False) -> Result:
+    """Stream `texts` through the gateway with the openai client (completions, exactly `tokens`
+    tokens each, ignore_eos) at `concurrency`; TTFT is the first chunk with text."""
+    import openai
+
+    async with openai.AsyncOpenAI(base_url=f"{url}/v1", api_key=key, timeout=600) as client:
+        async def one(text: str) -> tuple[int, float]:
+            start, first, n = time.monotonic(), None, 0
+            stream = await client.completions.create(
+                model=model, prompt=text, max_tokens=tokens, temperature=0, stream=True,
+                stream_options={"include_usage": True}, extra_body={"ignore_eos": True})
+            async for chunk in stream:
+                if chunk.choices and chunk.choices[0].text and first is None:
+                    first = time.monotonic() - start
+                if chunk.usage:
+                    n = chunk.usage.completion_tokens
+            return n, first or 0.0
+
+        if warm_up:
+            await run_concurrently(texts[:concurrency], concurrency, one)  # one full wave
+        n, secs, ttft = await run_concurrently(texts, concurrency, one)
+    return Result(name, n, secs, ttft)

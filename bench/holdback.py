@@ -18,11 +18,10 @@ import argparse
 import asyncio
 import os
 import tempfile
-import time
 from pathlib import Path
 
 import yaml
-from common import Result, prompts, run_concurrently
+from common import Result, bench_gateway_phase, prompts
 
 from serving.config import GatewayConfig
 
@@ -40,27 +39,6 @@ def policy_file(directory: Path) -> Path:
     path.write_text(yaml.safe_dump({"version": 1, "anonymous_tenant": None, "policies": policies,
                                     "tenants": tenants}))
     return path
-
-
-async def phase(url: str, model: str, key: str, name: str, texts: list[str], tokens: int,
-                concurrency: int) -> Result:
-    import openai
-
-    async with openai.AsyncOpenAI(base_url=f"{url}/v1", api_key=key, timeout=600) as client:
-        async def one(text: str) -> tuple[int, float]:
-            start, first, n = time.monotonic(), None, 0
-            stream = await client.completions.create(
-                model=model, prompt=text, max_tokens=tokens, temperature=0, stream=True,
-                stream_options={"include_usage": True}, extra_body={"ignore_eos": True})
-            async for chunk in stream:
-                if chunk.choices and chunk.choices[0].text and first is None:
-                    first = time.monotonic() - start
-                if chunk.usage:
-                    n = chunk.usage.completion_tokens
-            return n, first or 0.0
-
-        n, secs, ttft = await run_concurrently(texts, concurrency, one)
-    return Result(name, n, secs, ttft)
 
 
 def main() -> None:
@@ -83,10 +61,12 @@ def main() -> None:
     url = start_gateway(config)
     results: dict[str, list[Result]] = {n: [] for n in names}
     try:
-        asyncio.run(phase(url, model.name, "k-annotate", "warm-up", texts, args.tokens, args.concurrency))
+        asyncio.run(bench_gateway_phase(url, "k-annotate", "warm-up", model.name, texts, args.tokens,
+                                        args.concurrency))
         for _ in range(args.rounds):
             for name in names:
-                r = asyncio.run(phase(url, model.name, f"k-{name}", name, texts, args.tokens, args.concurrency))
+                r = asyncio.run(bench_gateway_phase(url, f"k-{name}", name, model.name, texts, args.tokens,
+                                                    args.concurrency))
                 results[name].append(r)
                 print(r.line(), flush=True)
     finally:

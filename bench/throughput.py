@@ -16,32 +16,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import time
 
-from common import Result, bench_raw, prompts, run_concurrently
+from common import bench_gateway_phase, bench_raw, prompts
 
 from serving.config import GatewayConfig
-
-
-async def bench_gateway(url: str, model: str, texts: list[str], tokens: int, concurrency: int) -> Result:
-    import openai
-
-    async with openai.AsyncOpenAI(base_url=f"{url}/v1", api_key="unused", timeout=600) as client:
-        async def one(text: str) -> tuple[int, float]:
-            start, first, n = time.monotonic(), None, 0
-            stream = await client.completions.create(
-                model=model, prompt=text, max_tokens=tokens, temperature=0, stream=True,
-                stream_options={"include_usage": True}, extra_body={"ignore_eos": True})
-            async for chunk in stream:
-                if chunk.choices and chunk.choices[0].text and first is None:
-                    first = time.monotonic() - start
-                if chunk.usage:
-                    n = chunk.usage.completion_tokens
-            return n, first or 0.0
-
-        await run_concurrently(texts[:concurrency], concurrency, one)  # warm-up: one full wave
-        n, secs, ttft = await run_concurrently(texts, concurrency, one)
-    return Result("gateway", n, secs, ttft)
 
 
 def main() -> None:
@@ -75,7 +53,8 @@ def main() -> None:
 
     url = start_gateway(config)
     try:
-        results["gateway"] = asyncio.run(bench_gateway(url, model.name, texts, args.tokens, args.concurrency))
+        results["gateway"] = asyncio.run(bench_gateway_phase(url, "unused", "gateway", model.name, texts,
+                                                             args.tokens, args.concurrency, warm_up=True))
     finally:
         stop_gateway()
 
