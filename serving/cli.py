@@ -23,6 +23,15 @@ def _serve(args: argparse.Namespace) -> int:
     overrides = {k: v for k, v in (("host", args.host), ("port", args.port), ("policies", policies)) if v is not None}
     if overrides:
         config = config.model_copy(update=overrides)
+    if config.policies:
+        # Fail here, with every problem and its field path, rather than in a replica that never starts.
+        from policies import PolicyFileError, load_policies
+
+        try:
+            load_policies(config.policies)
+        except PolicyFileError as e:
+            print(f"steergate: invalid policy file\n{e}", file=sys.stderr)
+            return 2
     # SIGTERM behaves like Ctrl-C: it interrupts start-up or serving, and `finally` stops Ray
     # and the engine cleanly.
     signal.signal(signal.SIGTERM, _interrupt)
