@@ -183,8 +183,7 @@ class SafetyMiddleware(SAESteeringMiddleware):
         self.detector = ToxicityDetector(self.sae, self.feature_set)
 
     def __call__(self, stream: torch.Tensor, layout: BatchLayout) -> HookResult:
-        if self.sae.device != stream.device:
-            self.sae.to(stream.device)
+        self._ensure_device(stream.device)
         acts = self.detector.feature_acts(stream)  # (T, m)
         unscored = layout.positions.to(stream.device) == 0
         if layout.token_ids is not None and self.skip_token_ids.numel():

@@ -133,13 +133,17 @@ class SAESteeringMiddleware(ResidualMiddleware):
         resolved = [self._resolve(args) for args in layout.request_args]  # (R,)
         if all(plan is None for _, plan, _ in resolved):
             return HookResult(None, {STEERED: torch.zeros(stream.shape[0], device=stream.device)})
-        if self.sae.device != stream.device:
-            self.sae.to(stream.device)
-            self._last_batch = None
+        self._ensure_device(stream.device)
         batch = self._plan_batch(resolved, layout.token_request)
         mask = self._token_mask(layout, batch.rows, [code for _, _, code in resolved])  # (T,)
         edited, changed = apply_steering(stream, self.sae, batch, mask)
         return HookResult(edited, {STEERED: changed.to(torch.float32)})
+
+    def _ensure_device(self, device: torch.device) -> None:
+        """Move the SAE to the stream's device; the cached PlanBatch lives on the old one."""
+        if self.sae.device != device:
+            self.sae.to(device)
+            self._last_batch = None
 
     def _resolve(self, args: Any) -> _Resolved:
         """One request's (cache key, plan or None, position code) from its request args."""
