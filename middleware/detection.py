@@ -36,8 +36,8 @@ from middleware.sae import SAE
 from middleware.steering import SAESteeringMiddleware
 from middleware.tiers import default_tiers
 
-__all__ = ["FEATURES_FORMAT", "TOXICITY_FEATURES", "DetectorParams", "FeatureSet", "SafetyMiddleware",
-           "ToxicityDetector"]
+__all__ = ["FEATURES_FORMAT", "TOXICITY_FEATURES", "DetectorParams", "FeatureSet", "RunningScore",
+           "SafetyMiddleware", "ToxicityDetector"]
 
 FEATURES_FORMAT = "steergate-features/2"
 # Name of the per-token side output: (T, m) detector-feature activations; NaN rows for tokens
@@ -130,16 +130,25 @@ class DetectorParams:
     def running(self, rows: Sequence[Sequence[float] | None]) -> list[float]:
         """(n,) score of each prefix 1..t of the text (non-decreasing). A row that is None or
         has NaNs (a token that is not scored) leaves the score where it was."""
-        out = []
-        peak = [0.0] * len(self.weights)
-        score = 1.0 / (1.0 + math.exp(-self.bias))  # no evidence yet
-        for row in rows:
-            if row is not None and not any(math.isnan(a) for a in row):
-                peak = [max(p, a) for p, a in zip(peak, row, strict=True)]
-                z = self.bias + sum(w * math.log1p(p) for w, p in zip(self.weights, peak, strict=True))
-                score = 1.0 / (1.0 + math.exp(-z))
-            out.append(score)
-        return out
+        score = RunningScore(self)
+        return [score.add(row) for row in rows]
+
+
+class RunningScore:
+    """The score of a text that grows one token at a time (a stream being generated)."""
+
+    def __init__(self, params: DetectorParams) -> None:
+        self.params = params
+        self._peak = [0.0] * len(params.weights)  # (m,) max activation so far
+        self.value = 1.0 / (1.0 + math.exp(-params.bias))  # no evidence yet
+
+    def add(self, row: Sequence[float] | None) -> float:
+        """Take the next token's activations (m,) (None or NaNs: not scored); the text's score so far."""
+        if row is not None and not any(math.isnan(a) for a in row):
+            self._peak = [max(p, a) for p, a in zip(self._peak, row, strict=True)]
+            z = self.params.bias + sum(w * math.log1p(p) for w, p in zip(self.params.weights, self._peak, strict=True))
+            self.value = 1.0 / (1.0 + math.exp(-z))
+        return self.value
 
 
 class ToxicityDetector:

@@ -18,7 +18,7 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-from middleware.detection import TOXICITY_FEATURES, DetectorParams
+from middleware.detection import TOXICITY_FEATURES, DetectorParams, RunningScore
 from middleware.hooks import ResidualMiddleware, load_middleware
 from serving.config import MiddlewareConfig
 from serving.engine.base import EngineError, EngineItem, SSEChunk, UsageReport
@@ -79,15 +79,6 @@ class ResponsePostprocessor:
             return 0
         return num_choices * usage.get("prompt_tokens", 0) + max(0, usage.get("completion_tokens", 0) - num_choices)
 
-    def _completion_scores(self, buf: RequestSideOutputs, usage: dict[str, Any] | None) -> dict[int, float]:
-        """{completion token index: toxicity of the completion up to it} of a single-choice request."""
-        prompt_len = (usage or {}).get("prompt_tokens")
-        if self._detector is None or prompt_len is None:
-            return {}
-        tokens = sorted((t for t in buf.tokens() if not t.get("is_prompt")), key=lambda t: t["position"])
-        running = self._detector.running([t.get(TOXICITY_FEATURES) for t in tokens])
-        return {t["position"] - prompt_len: score for t, score in zip(tokens, running, strict=True)}
-
     async def finish_body(self, body: dict[str, Any], buf: RequestSideOutputs,
                           request_args: dict[str, Any]) -> dict[str, Any]:
         await self._settle(buf, self._expected_tokens(body.get("usage"), len(body.get("choices", []))))
@@ -125,7 +116,8 @@ class ResponsePostprocessor:
         plan = SafetyPlan.from_args(request_args)
         usage: dict[str, Any] | None = None
         prompt_checked = plan.prompt_action != "block"
-        gate = (CompletionGate(plan, lambda: self._completion_scores(buf, usage))
+        scores = _CompletionScores(self._detector, buf)
+        gate = (CompletionGate(plan, lambda: scores.update((usage or {}).get("prompt_tokens")))
                 if plan.completion_action == "stop" else None)
         finished = 0
         sent_any = False
@@ -170,24 +162,20 @@ class ResponsePostprocessor:
             last = bool(finishing) and finished >= num_choices
             if last:
                 await self._settle(buf, self._expected_tokens(usage, num_choices))
-            if gate is None:
-                if last:  # the last choice just finished: annotate this chunk (the contract's place for it)
-                    safety = self.safety(buf, request_args)
-                    obj["safety"] = safety
-                    yield sse(obj, safety)
-                else:
-                    yield sse(obj)
-                continue
-            released = gate.add(obj, tokens_after) if not last else (gate.add(obj, tokens_after) + gate.finish())
+            released = [obj]
+            if gate is not None:
+                released = gate.add(obj, tokens_after) + (gate.finish() if last else [])
             for i, out in enumerate(released):
                 if last and i == len(released) - 1:
+                    # The last choice just finished: annotate this chunk (the contract's place for it).
                     safety = self.safety(buf, request_args)
                     out["safety"] = safety
                     yield sse(out, safety)
                 else:
                     yield sse(out)
-            if gate.stopped:
-                await self._settle(buf, self._expected_tokens(usage, num_choices))
+            if gate is not None and gate.stopped:
+                if not last:
+                    await self._settle(buf, self._expected_tokens(usage, num_choices))
                 safety = self.safety(buf, request_args)
                 yield sse(stop_chunk(obj) | {"safety": safety}, safety)
                 if client_usage and usage:
@@ -197,6 +185,24 @@ class ResponsePostprocessor:
                 break  # the caller closes the engine's stream, which aborts the request
         if usage is not None:
             yield UsageReport(usage.get("prompt_tokens", 0), usage.get("completion_tokens", 0))
+
+
+class _CompletionScores:
+    """{completion token index: toxicity of the completion up to it} of a single-choice request,
+    extended as its side outputs arrive: each token is folded into the running score once."""
+
+    def __init__(self, detector: DetectorParams | None, buf: RequestSideOutputs) -> None:
+        self._running = RunningScore(detector) if detector is not None else None
+        self._buf = buf
+        self.scores: dict[int, float] = {}
+
+    def update(self, prompt_len: int | None) -> dict[int, float]:
+        if self._running is None or prompt_len is None:
+            return self.scores
+        rows = {t["position"] - prompt_len: t.get(TOXICITY_FEATURES) for t in self._buf.tokens() if not t.get("is_prompt")}
+        while (j := len(self.scores)) in rows:  # tokens arrive in order; fold in the new ones
+            self.scores[j] = self._running.add(rows[j])
+        return self.scores
 
 
 def _delta_text(choice: dict[str, Any]) -> bool:

@@ -75,13 +75,14 @@ class CompletionGate:
             n += 1
         return n
 
-    def _check(self) -> tuple[dict[int, float], int]:
+    def _check(self) -> int:
+        """Look at the scores so far (and note the first flagged token); how many are scored."""
         scores = self._scores()
         if self.flagged_at is None:
             bad = [i for i, s in scores.items() if not math.isnan(s) and s >= self.plan.completion_threshold]
             if bad:
                 self.flagged_at = min(bad)
-        return scores, self._scored_prefix(scores)
+        return self._scored_prefix(scores)
 
     def add(self, chunk: dict[str, Any], tokens_after: int) -> list[dict[str, Any]]:
         self._held.append((chunk, tokens_after))
@@ -89,7 +90,7 @@ class CompletionGate:
 
     def release(self) -> list[dict[str, Any]]:
         """The held chunks that are safe to send now; none once a token has been flagged."""
-        _, scored = self._check()
+        scored = self._check()
         if self.flagged_at is not None:
             return []
         out = []
