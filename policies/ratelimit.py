@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 from policies.schema import Limits
 
-__all__ = ["RateLimiter", "retry_after_header"]
+__all__ = ["RateLimiter", "Refusal", "retry_after_header"]
 
 
 @dataclass
@@ -40,6 +40,12 @@ class _Bucket:
 
     def seconds_until(self, level: float, per_minute: float) -> float:
         return max(0.0, (level - self.level) * 60.0 / per_minute)
+
+
+@dataclass(frozen=True)
+class Refusal:
+    limit: str  # "tokens" or "requests": which bucket is empty
+    retry_after_s: float
 
 
 class RateLimiter:
@@ -85,12 +91,21 @@ class RateLimiter:
         with self._lock:
             return self._check_tokens(tenant, limits.tokens_per_minute, self._now())
 
-    def admit(self, tenant: str, limits: Limits) -> float | None:
-        """Both checks at once; a request refused for tokens is not counted against the request limit."""
+    def refusal(self, tenant: str, limits: Limits) -> Refusal | None:
+        """Both checks at once: None if admitted, else which limit refused and for how long. A
+        request refused for tokens is not counted against the request limit."""
         with self._lock:
             now = self._now()
             wait = self._check_tokens(tenant, limits.tokens_per_minute, now)
-            return wait if wait is not None else self._check_request(tenant, limits.requests_per_minute, now)
+            if wait is not None:
+                return Refusal("tokens", wait)
+            wait = self._check_request(tenant, limits.requests_per_minute, now)
+            return None if wait is None else Refusal("requests", wait)
+
+    def admit(self, tenant: str, limits: Limits) -> float | None:
+        """`refusal` as just the seconds to wait (None if admitted)."""
+        refused = self.refusal(tenant, limits)
+        return None if refused is None else refused.retry_after_s
 
     def charge_tokens(self, tenant: str, limits: Limits, n: int) -> None:
         """Charge `n` prompt + completion tokens after a request; may leave the bucket negative."""

@@ -67,11 +67,10 @@ class Ingress:
         self.steerable = {name: any(cls.handles_steering for cls, _ in mws) for name, mws in classes.items()}
         self.registry = CollectorRegistry()
         self.model_names = [m.name for m in config.models]
-        self.metrics = GatewayMetrics(self.registry, self.model_names)
         # Every replica watches the policy file itself and swaps its PolicySet in one assignment;
         # a file that does not parse is logged, counted, and the old policies stay live.
         self.policies = PolicyStore(config.policies, on_reload=self._on_policy_reload)
-        self.metrics.add_policies(self.model_names, self.policies.current.policies)
+        self.metrics = GatewayMetrics(self.registry, self.model_names, self.policies.current.policies)
         self.policies.start_watching(config.policy_reload_interval_s)
         self.limiter = RateLimiter()
         self.audit = AuditLog(config.audit_log)
@@ -195,17 +194,14 @@ class Ingress:
     def _rate_limit(self, ctx: _Call) -> None:
         assert ctx.tenant is not None and ctx.policy is not None
         limits = ctx.policy.limits
-        retry = self.limiter.check_tokens(ctx.tenant.name, limits)
-        kind = "tokens"
-        if retry is None:
-            retry = self.limiter.check_request(ctx.tenant.name, limits)
-            kind = "requests"
-        if retry is not None:
+        refused = self.limiter.refusal(ctx.tenant.name, limits)
+        if refused is not None:
+            kind, retry = refused.limit, retry_after_header(refused.retry_after_s)
             self.metrics.rate_limited.labels(ctx.policy.name, kind).inc()
             per_minute = limits.tokens_per_minute if kind == "tokens" else limits.requests_per_minute
             raise GatewayError(429, f"Rate limit reached for tenant '{ctx.tenant.name}': {per_minute} {kind} per "
-                               f"minute. Retry after {retry_after_header(retry)} s.", code="rate_limit_exceeded",
-                               type=kind, headers={"Retry-After": retry_after_header(retry)})
+                               f"minute. Retry after {retry} s.", code="rate_limit_exceeded",
+                               type=kind, headers={"Retry-After": retry})
 
     def _account(self, ctx: _Call, prompt_tokens: int, completion_tokens: int) -> None:
         self.metrics.observe_usage(ctx.model, prompt_tokens, completion_tokens)
@@ -215,8 +211,8 @@ class Ingress:
     def _record_safety(self, ctx: _Call, safety: dict[str, Any], body_text: str | None) -> None:
         """Metrics for every response; an audit line for each flagged phase."""
         assert ctx.policy is not None and ctx.tenant is not None
-        actions = {"prompt": ctx.policy.actions.prompt, "completion": ctx.policy.actions.completion}
-        taken = {phase: (a if a in ("block", "stop") else "annotate") for phase, a in actions.items()}
+        # A flagged phase got its policy's action: annotate, block (prompt) or stop (completion).
+        taken = {"prompt": ctx.policy.actions.prompt, "completion": ctx.policy.actions.completion}
         self.metrics.observe_safety(ctx.model, ctx.policy.name, safety, taken)
         for phase in ("prompt", "completion"):
             if not (safety.get(phase) or {}).get("flagged"):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from policies.ratelimit import RateLimiter, retry_after_header
+from policies.ratelimit import RateLimiter, Refusal, retry_after_header
 from policies.schema import Limits
 
 
@@ -63,6 +63,14 @@ def test_admit_does_not_count_a_request_refused_for_tokens(clock: FakeClock) -> 
     clock.t += 1
     assert limiter.admit("a", limits) is None
     assert limiter.admit("a", limits) == pytest.approx(60.0)
+
+
+def test_refusal_names_the_limit_that_refused(clock: FakeClock) -> None:
+    limiter, limits = RateLimiter(now=clock), Limits(requests_per_minute=1, tokens_per_minute=60)
+    assert limiter.refusal("a", limits) is None
+    assert limiter.refusal("a", limits) == Refusal("requests", pytest.approx(60.0))
+    limiter.charge_tokens("a", limits, 61)
+    assert limiter.refusal("a", limits) == Refusal("tokens", pytest.approx(2.0))
 
 
 def test_capacity_follows_a_changed_limit(clock: FakeClock) -> None:
