@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from middleware.interventions import MODES, GateSpec, InterventionSpec
 
@@ -33,7 +33,7 @@ __all__ = [
 ]
 
 SteerPositions = Literal["prompt", "generated", "both"]
-STEER_POSITIONS: tuple[str, ...] = ("prompt", "generated", "both")
+STEER_POSITIONS: tuple[str, ...] = get_args(SteerPositions)
 OFF_TIER = "off"
 # safety["tier"] of a request that sent explicit interventions instead of a tier.
 CUSTOM_TIER = "custom"
