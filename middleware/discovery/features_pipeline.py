@@ -7,6 +7,7 @@ held-out split ships (heldout.jsonl) so a test can recompute the reported AUROC.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
@@ -86,7 +87,7 @@ def run_find_features(job: FindFeaturesJob) -> dict[str, Any]:
     # Fold the operating point into the bias, so that score 0.5 is the threshold chosen on selection.
     bias = det.bias - math.log(t_star / (1 - t_star)) if 0 < t_star < 1 else det.bias
     raw_max = np.expm1(x)  # (N, d_sae) max activations
-    stats = {s.index: s for s in feature_stats(raw_max[sel][:, chosen], labels[sel])}
+    stats = feature_stats(raw_max[sel][:, chosen], labels[sel])  # one per chosen feature, in order
     gate = [youden_threshold(raw_max[sel][:, f], labels[sel]) for f in chosen]
     toxic_sel = raw_max[sel & (labels == 1)]
     typical = [float(toxic_sel[:, f][toxic_sel[:, f] > 0].mean()) if (toxic_sel[:, f] > 0).any() else 1.0
@@ -101,6 +102,7 @@ def run_find_features(job: FindFeaturesJob) -> dict[str, Any]:
     # ---- held-out: scored once, with the detector exactly as it runs ----------------------
     detector = ToxicityDetector(sae, feature_set)
 
+    @functools.cache  # the held-out texts are scored again as part of the classifier-only set
     def score(i: int) -> float:
         return detector.text_score(acts[offsets[i] : offsets[i + 1]])
 
@@ -155,12 +157,13 @@ def run_find_features(job: FindFeaturesJob) -> dict[str, Any]:
         sae_ref = str(sae_rel.relative_to(job.out.parent.resolve()))
     except ValueError:
         sae_ref = str(sae_rel)
-    job.out.write_text(json.dumps(feature_set.to_dict(sae_ref), indent=2) + "\n")
+    data = feature_set.to_dict(sae_ref)
+    job.out.write_text(json.dumps(data, indent=2) + "\n")
     with (job.out.parent / "heldout.jsonl").open("w") as f:
         for i, value in zip(held_idx, held_scores, strict=True):
             r = records[i]
             f.write(json.dumps({"id": r["id"], "source": r["source"], "text": r["text"], "visible": r["visible"],
                                 "judge": r["judge"], "label": r["label"], "detector": round(float(value), 6)},
                                ensure_ascii=False) + "\n")
-    write_features_report(job.out.parent / "features_report.md", feature_set.to_dict(sae_ref))
-    return feature_set.to_dict(sae_ref)
+    write_features_report(job.out.parent / "features_report.md", data)
+    return data
