@@ -95,6 +95,10 @@ class FeatureSet:
             **self.extra,
         }
 
+    def params(self) -> DetectorParams:
+        """The detector's weights and bias, for scoring side outputs without the SAE."""
+        return DetectorParams(tuple(self.weights), self.bias)
+
     def tiers(self) -> dict[str, dict[str, Any]]:
         """Paper-style light/medium/strong presets over the detector's features (middleware/tiers.py).
 
@@ -161,7 +165,7 @@ class ToxicityDetector:
             raise ValueError(f"features file names feature {max(features.features)}, but the SAE has "
                              f"{sae.cfg.d_sae}")
         self.index = torch.tensor(features.features, dtype=torch.long)  # (m,)
-        self.params = DetectorParams(tuple(features.weights), features.bias)
+        self.params = features.params()
 
     def feature_acts(self, stream: torch.Tensor) -> torch.Tensor:
         """(n, d) -> (n, m) activations of the detector's features (negative ones count as 0)."""
@@ -184,8 +188,8 @@ class SafetyMiddleware(SAESteeringMiddleware):
 
     def __init__(self, layer: int, d_model: int, features_path: str, threshold: float | None = None,
                  **kwargs: Any) -> None:
+        # `threshold` is only read by `annotate`, from the config args (serving side).
         self.feature_set = FeatureSet.load(features_path)
-        self.threshold = self.feature_set.threshold if threshold is None else float(threshold)
         kwargs.setdefault("sae_path", self.feature_set.sae_path)
         kwargs.setdefault("tiers", self.feature_set.tiers())
         super().__init__(layer, d_model, **kwargs)
@@ -194,9 +198,7 @@ class SafetyMiddleware(SAESteeringMiddleware):
     def __call__(self, stream: torch.Tensor, layout: BatchLayout) -> HookResult:
         self._ensure_device(stream.device)
         acts = self.detector.feature_acts(stream)  # (T, m)
-        unscored = layout.positions.to(stream.device) == 0
-        if layout.token_ids is not None and self.skip_token_ids.numel():
-            unscored |= torch.isin(layout.token_ids.to(stream.device), self.skip_token_ids.to(stream.device))
+        unscored = (layout.positions.to(stream.device) == 0) | self._skipped(layout, stream.device)  # (T,)
         acts = acts.masked_fill(unscored[:, None], math.nan)
         result = super().__call__(stream, layout)
         result.side_outputs[TOXICITY_FEATURES] = acts
@@ -210,7 +212,7 @@ class SafetyMiddleware(SAESteeringMiddleware):
         out.setdefault("sae_path", fs.sae_path)
         out.setdefault("tiers", fs.tiers())
         out.setdefault("threshold", fs.threshold)
-        out["detector"] = DetectorParams(tuple(fs.weights), fs.bias)
+        out["detector"] = fs.params()
         return out
 
     @staticmethod

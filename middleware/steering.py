@@ -196,10 +196,14 @@ class SAESteeringMiddleware(ResidualMiddleware):
         code = torch.tensor([*codes, _GENERATED], dtype=torch.long, device=device)[rows]  # (T,)
         is_prompt = layout.is_prompt.to(device)  # (T,)
         mask = (code == _BOTH) | ((code == _PROMPT) & is_prompt) | ((code == _GENERATED) & ~is_prompt)
+        return mask & ~self._skipped(layout, device)
+
+    def _skipped(self, layout: BatchLayout, device: torch.device) -> torch.Tensor:
+        """(T,) bool: tokens whose id is in skip_token_ids (none when the layout has no ids)."""
         token_ids = layout.token_ids  # (T,) long, None when the caller could not provide them
-        if token_ids is not None and self.skip_token_ids.numel():
-            mask &= ~torch.isin(token_ids.to(device), self.skip_token_ids.to(device))
-        return mask
+        if token_ids is None or not self.skip_token_ids.numel():
+            return torch.zeros(layout.num_tokens, dtype=torch.bool, device=device)
+        return torch.isin(token_ids.to(device), self.skip_token_ids.to(device))
 
     @classmethod
     def annotate(
