@@ -61,7 +61,7 @@ async def bench_raw(name: str, model: ModelConfig, texts: list[str], tokens: int
     from vllm.sampling_params import RequestOutputKind
     from vllm.v1.engine.async_llm import AsyncLLM
 
-    from serving.embedded import embedded_model_dir
+    from middleware.embedded import embedded_model_dir
     from serving.engine.vllm_engine import _set_cpu_env
 
     _set_cpu_env(model)

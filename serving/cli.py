@@ -10,7 +10,7 @@ import threading
 from pathlib import Path
 
 from serving.config import GatewayConfig
-from serving.settings import HEALTH_TIMEOUT_S
+from middleware.settings import HEALTH_TIMEOUT_S
 
 __all__ = ["main"]
 
@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     check.add_argument("file", help="policy file to check")
     check.add_argument("--explain", action="store_true", help="print every resolved policy in full")
     check.set_defaults(func=_policy_check)
-    from middleware.discovery.cli import add_commands
+    from discovery.cli import add_commands
 
     add_commands(sub)
     args = parser.parse_args(argv)

@@ -12,7 +12,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from serving.embedded import EMBEDDED_MODEL_NAME
+from middleware.embedded import EMBEDDED_MODEL_NAME
 
 __all__ = [
     "StrictModel",

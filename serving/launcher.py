@@ -16,7 +16,7 @@ import urllib.request
 from typing import Any
 
 from serving.config import GatewayConfig
-from serving.embedded import embedded_model_dir
+from middleware.embedded import embedded_model_dir
 
 __all__ = ["start_gateway", "stop_gateway", "wait_healthy", "APP_NAME"]
 

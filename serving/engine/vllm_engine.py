@@ -17,7 +17,7 @@ from typing import Any
 
 from middleware.hooks import load_middleware
 from serving.config import MiddlewareConfig, ModelConfig
-from serving.embedded import embedded_model_dir
+from middleware.embedded import embedded_model_dir
 from serving.engine.base import Engine, EngineError, EngineItem
 from serving.engine.plugin import ADDITIONAL_CONFIG_KEY
 from serving.engine.side_channel import SideChannelReceiver, SideOutputStore

@@ -12,12 +12,12 @@ import json
 import pytest
 
 from middleware.detection import FeatureSet
-from middleware.discovery.corpus import CorpusSpec, load_corpus
-from middleware.discovery.features_pipeline import FindFeaturesJob, run_find_features
-from middleware.discovery.train import TrainSpec
-from middleware.discovery.train_pipeline import TrainSAEJob, run_train_sae
+from discovery.corpus import CorpusSpec, load_corpus
+from discovery.features_pipeline import FindFeaturesJob, run_find_features
+from discovery.train import TrainSpec
+from discovery.train_pipeline import TrainSAEJob, run_train_sae
 from middleware.sae import load_sae
-from serving.embedded import embedded_model_dir
+from middleware.embedded import embedded_model_dir
 
 CORPUS = CorpusSpec(seed=1, scale=0.05, max_new_tokens=6, batch_size=32)
 

@@ -10,11 +10,11 @@ import pytest
 
 from middleware.assets import EMBEDDED_FEATURES, EMBEDDED_HELDOUT, EMBEDDED_SAE
 from middleware.detection import FeatureSet
-from middleware.discovery.activations import load_lm
-from middleware.discovery.features import auroc, precision_recall
-from middleware.discovery.scoring import load_detector, score_texts
+from discovery.activations import load_lm
+from discovery.features import auroc, precision_recall
+from discovery.scoring import load_detector, score_texts
 from middleware.sae import load_sae_config
-from serving.embedded import embedded_model_dir
+from middleware.embedded import embedded_model_dir
 
 TARGET_AUROC = 0.95
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 from sklearn.metrics import roc_auc_score
 
-from middleware.discovery.features import (
+from discovery.features import (
     Detector,
     auroc,
     feature_stats,
@@ -18,7 +18,7 @@ from middleware.discovery.features import (
     stratified_split,
     youden_threshold,
 )
-from middleware.discovery.train import TrainableSAE, TrainSpec, train_sae
+from discovery.train import TrainableSAE, TrainSpec, train_sae
 
 
 def test_auroc_matches_sklearn_with_ties_and_columns() -> None:

@@ -8,7 +8,7 @@ import pytest
 from pydantic import ValidationError
 
 from serving.config import GatewayConfig
-from serving.embedded import EMBEDDED_MODEL_NAME
+from middleware.embedded import EMBEDDED_MODEL_NAME
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from serving.config import MiddlewareConfig
-from serving.embedded import embedded_model_dir
+from middleware.embedded import embedded_model_dir
 from serving.engine.vllm_engine import _special_token_ids, engine_middleware
 
 

@@ -16,7 +16,7 @@ import torch
 from middleware.assets import EMBEDDED_FEATURES
 from middleware.detection import SafetyMiddleware
 from middleware.offline import attach
-from serving.embedded import embedded_model_dir
+from middleware.embedded import embedded_model_dir
 from tests.conftest import D_MODEL, HOOK_LAYER, MODEL
 from tests.serving.hooks import StreamNormHook
 

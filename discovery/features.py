@@ -10,7 +10,7 @@ then checks them by hand. Here every step is a measurement on a labelled selecti
 3. per selected feature, the stats a person checks: AUROC of its max activation, mean
    activation and firing frequency in each class (`feature_stats`), and a threshold (Youden's J)
    for steering gates.
-The held-out split is scored once, at the end, by the caller (middleware/discovery/pipeline.py).
+The held-out split is scored once, at the end, by the caller (discovery/pipeline.py).
 """
 
 from __future__ import annotations

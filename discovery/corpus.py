@@ -5,8 +5,8 @@ labelled by an independent judge. Built offline, seeded and resumable.
 hand-written toxic text and no hub datasets, so the toxic material comes from the model itself:
 it continues neutral frames around each word of `better-profanity`'s list and answers chat
 requests that invite hostility; benign material is its answers and continuations on everyday
-topics plus benign sentences that contain strong words (middleware/discovery/seeds.py). An
-independent judge (middleware/discovery/judges.py) labels every text; our detector never does.
+topics plus benign sentences that contain strong words (discovery/seeds.py). An
+independent judge (discovery/judges.py) labels every text; our detector never does.
 
 Each record (one JSON line): id, batch, source, chat, text (exactly what the model reads, chat
 template included), visible (what a person would read: what the judges score), judge (the
@@ -30,8 +30,8 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from middleware.discovery import seeds
-from middleware.discovery.judges import get_judge
+from discovery import seeds
+from discovery.judges import get_judge
 
 __all__ = [
     "CorpusSpec",

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from serving import embedded
+from middleware import embedded
 
 
 def test_converts_once_then_reuses(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

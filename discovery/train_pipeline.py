@@ -18,12 +18,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from middleware.discovery.activations import collect, load_lm
-from middleware.discovery.corpus import CorpusSpec, build_corpus, corpus_stats, docstring_texts, load_corpus
-from middleware.discovery.features import auroc
-from middleware.discovery.model_card import write_model_card
-from middleware.discovery.sae_eval import reconstruction_metrics, spliced_loss
-from middleware.discovery.train import TrainSpec, train_sae
+from discovery.activations import collect, load_lm
+from discovery.corpus import CorpusSpec, build_corpus, corpus_stats, docstring_texts, load_corpus
+from discovery.features import auroc
+from discovery.model_card import write_model_card
+from discovery.sae_eval import reconstruction_metrics, spliced_loss
+from discovery.train import TrainSpec, train_sae
 
 __all__ = ["TrainSAEJob", "corpus_activations", "probe_layers", "run_train_sae"]
 

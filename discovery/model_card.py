@@ -59,7 +59,7 @@ training, in these metrics and in detection.
 ## Data
 
 {report['train_tokens']} training tokens: the discovery corpus (the model's own generations, seeded;
-`middleware/discovery/corpus.py`) plus {report['extra_texts']} Python standard-library docstrings for bulk
+`discovery/corpus.py`) plus {report['extra_texts']} Python standard-library docstrings for bulk
 benign text. Labels (used only to choose the layer here) come from the independent judge
 `{report['corpus_spec']['judge']}`.
 

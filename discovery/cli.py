@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from middleware.discovery.corpus import CorpusSpec
+    from discovery.corpus import CorpusSpec
 
 __all__ = ["add_commands"]
 
@@ -26,13 +26,13 @@ def _corpus_args(p: argparse.ArgumentParser) -> None:
 
 
 def _corpus_spec(args: argparse.Namespace) -> CorpusSpec:
-    from middleware.discovery.corpus import CorpusSpec
+    from discovery.corpus import CorpusSpec
 
     return CorpusSpec(seed=args.seed, scale=args.scale, max_new_tokens=args.max_new_tokens, judge=args.judge)
 
 
 def _work_dir(args: argparse.Namespace) -> Path:
-    from serving.settings import cache_dir
+    from middleware.settings import cache_dir
 
     return args.work_dir or cache_dir() / "discovery" / args.model_name
 
@@ -40,7 +40,7 @@ def _work_dir(args: argparse.Namespace) -> Path:
 def _setup(args: argparse.Namespace) -> Path:
     import torch
 
-    from serving.embedded import embedded_model_dir
+    from middleware.embedded import embedded_model_dir
 
     torch.set_num_threads(os.cpu_count() or 1)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -49,8 +49,8 @@ def _setup(args: argparse.Namespace) -> Path:
 
 def _train_sae(args: argparse.Namespace) -> int:
     from middleware.assets import EMBEDDED_SAE
-    from middleware.discovery.train import TrainSpec
-    from middleware.discovery.train_pipeline import TrainSAEJob, run_train_sae
+    from discovery.train import TrainSpec
+    from discovery.train_pipeline import TrainSAEJob, run_train_sae
 
     job = TrainSAEJob(
         model_dir=_setup(args), work_dir=_work_dir(args), out_dir=args.out or EMBEDDED_SAE,
@@ -69,8 +69,8 @@ def _train_sae(args: argparse.Namespace) -> int:
 
 def _find_features(args: argparse.Namespace) -> int:
     from middleware.assets import EMBEDDED_FEATURES, EMBEDDED_SAE
-    from middleware.discovery.features_pipeline import FindFeaturesJob, run_find_features
-    from middleware.discovery.report import format_features_report
+    from discovery.features_pipeline import FindFeaturesJob, run_find_features
+    from discovery.report import format_features_report
 
     job = FindFeaturesJob(
         model_dir=_setup(args), work_dir=_work_dir(args), sae_dir=args.sae or EMBEDDED_SAE,

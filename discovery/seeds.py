@@ -1,4 +1,4 @@
-"""Seed material for the discovery corpus (middleware/discovery/corpus.py).
+"""Seed material for the discovery corpus (discovery/corpus.py).
 
 Nothing here is toxic text. Toxic material enters the corpus only through the `better-profanity`
 word list (a registry package) and the model's own generations; these lists are neutral frames

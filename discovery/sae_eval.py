@@ -17,7 +17,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from middleware.discovery.activations import MAX_TOKENS_PER_TEXT, scored_token_mask
+from discovery.activations import MAX_TOKENS_PER_TEXT, scored_token_mask
 from middleware.offline import decoder_layers
 from middleware.sae import SAE
 

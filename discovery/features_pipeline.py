@@ -20,10 +20,10 @@ import numpy as np
 import torch
 
 from middleware.detection import FeatureSet, ToxicityDetector
-from middleware.discovery import seeds
-from middleware.discovery.activations import load_lm
-from middleware.discovery.corpus import BENIGN_AT, TOXIC_AT, CorpusSpec, build_corpus, load_corpus
-from middleware.discovery.features import (
+from discovery import seeds
+from discovery.activations import load_lm
+from discovery.corpus import BENIGN_AT, TOXIC_AT, CorpusSpec, build_corpus, load_corpus
+from discovery.features import (
     auroc,
     feature_stats,
     fit_detector,
@@ -32,10 +32,10 @@ from middleware.discovery.features import (
     stratified_split,
     youden_threshold,
 )
-from middleware.discovery.judges import JUDGES, get_judge
-from middleware.discovery.report import write_features_report
-from middleware.discovery.scoring import score_texts
-from middleware.discovery.train_pipeline import corpus_activations
+from discovery.judges import JUDGES, get_judge
+from discovery.report import write_features_report
+from discovery.scoring import score_texts
+from discovery.train_pipeline import corpus_activations
 from middleware.sae import load_sae
 
 __all__ = ["FindFeaturesJob", "run_find_features"]

@@ -14,7 +14,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from serving.settings import cache_dir
+from middleware.settings import cache_dir
 
 __all__ = ["EMBEDDED_MODEL_NAME", "embedded_model_dir", "find_gguf"]
 

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from middleware.detection import FeatureSet, ToxicityDetector
-from middleware.discovery.activations import collect
+from discovery.activations import collect
 from middleware.sae import load_sae
 
 __all__ = ["load_detector", "score_texts"]

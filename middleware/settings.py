@@ -1,4 +1,8 @@
-"""Every environment variable steergate reads, in one place (all `STEERGATE_`-prefixed)."""
+"""Every environment variable steergate reads, in one place (all `STEERGATE_`-prefixed).
+
+At the bottom of the package stack (middleware/), so serving, discovery, evals and bench all import it
+from below.
+"""
 
 from __future__ import annotations
 
