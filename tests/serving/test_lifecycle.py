@@ -232,8 +232,11 @@ def test_a_start_recovers_what_a_killed_gateway_and_watchdog_left(running: dict[
     nxt.assert_gone(within_s=STOP_BUDGET_S)
 
 
-def test_a_busy_port_is_a_clear_error(port: int, workdir: Path) -> None:
+def test_a_busy_port_is_a_clear_error(workdir: Path) -> None:
+    # A port of its own: the shared one may still have connections in TIME_WAIT from the last stop.
+    port = _free_port()
     with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         s.bind(("127.0.0.1", port))
         s.listen()
         gw = Gateway.start(port, workdir)
