@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -128,5 +129,7 @@ def cached_activations(model: Any, tokenizer: Any, texts: list[str], layer: int,
     offsets = torch.cat([torch.zeros(1, dtype=torch.long), lengths.cumsum(0)])
     acts = torch.cat([per_text[i] for i in range(len(texts))])
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"key": key, "acts": acts, "offsets": offsets}, path)
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")  # atomic: another run may read the cache meanwhile
+    torch.save({"key": key, "acts": acts, "offsets": offsets}, tmp)
+    tmp.replace(path)
     return acts, offsets
