@@ -27,9 +27,12 @@ def test_rules_drop_refusals_meta_and_short_lines() -> None:
 def test_asks_share_frames_and_subjects_across_contrast_kinds() -> None:
     items = asks(InstructedSpec(scale=1.0))
     per_kind = Counter(a.kind for a in items)
-    assert len({per_kind[k.name] for k in CONTRAST_KINDS}) == 1  # the same grid for every contrast kind
-    by_kind = {k.name: {(a.frame, a.subject) for a in items if a.kind == k.name} for k in CONTRAST_KINDS}
-    assert by_kind["insult"] == by_kind["compliment"]
+    toxic = [k.name for k in CONTRAST_KINDS if k.label == 1]
+    benign = [k.name for k in CONTRAST_KINDS if k.label == 0]
+    assert len({per_kind[k] for k in toxic}) == 1 and len({per_kind[k] for k in benign}) == 1
+    assert per_kind[benign[0]] == round(per_kind[toxic[0]] / 2)  # benign kinds at half the share
+    grid = {(a.frame, a.subject) for a in items if a.kind == "insult"}  # the whole grid at scale 1
+    assert {(a.frame, a.subject) for a in items if a.kind == "compliment"} <= grid
     held = {a.frame for a in items if a.split == "heldout"}
     assert held.isdisjoint({a.frame for a in items if a.split == "selection"})
     assert items == asks(InstructedSpec(scale=1.0))  # seeded
