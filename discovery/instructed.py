@@ -48,6 +48,7 @@ __all__ = ["FILTER_RULES", "KINDS", "Ask", "InstructedSpec", "asks", "build_inst
 
 KINDS: dict[str, Kind] = {k.name: k for k in CONTRAST_KINDS + HARD_KINDS}
 MIN_WORDS = 3
+BENIGN_SHARE = 1 / 8  # benign kinds' share of the grid, relative to the toxic kinds'
 FILTER_RULES = ("incomplete", "too short", "refusal", "meta", "off-task")
 
 _REFUSAL = re.compile(
@@ -126,9 +127,10 @@ def asks(spec: InstructedSpec) -> list[Ask]:
         else:
             frames, subjects = contrast_frames, subject_sides
         combos = combos_by_side(frames, subjects)
-        # Benign kinds at half the share: benign text is plentiful in the lexical corpus, hostility
-        # without swear words is what only this set provides.
-        share = spec.scale if kind.label == 1 else spec.scale / 2
+        # Benign kinds at an eighth of the share: benign text is plentiful in the lexical corpus,
+        # hostility without swear words is what only this set provides, and generation time is
+        # the constraint on a 2-core machine (BENIGN_SHARE).
+        share = spec.scale if kind.label == 1 else spec.scale * BENIGN_SHARE
         chosen = rng.sample(combos, max(1, round(len(combos) * share)))
         for frame, subject, side in chosen:
             for _ in range(spec.samples):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 
-from discovery.instructed import KINDS, InstructedSpec, asks, extract_line, rule_out
+from discovery.instructed import BENIGN_SHARE, KINDS, InstructedSpec, asks, extract_line, rule_out
 from discovery.instructed_seeds import CONTRAST_KINDS
 
 
@@ -30,7 +30,7 @@ def test_asks_share_frames_and_subjects_across_contrast_kinds() -> None:
     toxic = [k.name for k in CONTRAST_KINDS if k.label == 1]
     benign = [k.name for k in CONTRAST_KINDS if k.label == 0]
     assert len({per_kind[k] for k in toxic}) == 1 and len({per_kind[k] for k in benign}) == 1
-    assert per_kind[benign[0]] == round(per_kind[toxic[0]] / 2)  # benign kinds at half the share
+    assert per_kind[benign[0]] == round(per_kind[toxic[0]] * BENIGN_SHARE)
     grid = {(a.frame, a.subject) for a in items if a.kind == "insult"}  # the whole grid at scale 1
     assert {(a.frame, a.subject) for a in items if a.kind == "compliment"} <= grid
     held = {a.frame for a in items if a.split == "heldout"}
