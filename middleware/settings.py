@@ -7,9 +7,10 @@ from below.
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
-__all__ = ["cache_dir", "HEALTH_TIMEOUT_S"]
+__all__ = ["cache_dir", "runtime_dir", "HEALTH_TIMEOUT_S"]
 
 # How long `steergate serve` waits for the model servers to report healthy before giving up.
 HEALTH_TIMEOUT_S = float(os.environ.get("STEERGATE_HEALTH_TIMEOUT_S", "900"))
@@ -19,3 +20,11 @@ def cache_dir() -> Path:
     """Where converted models live (STEERGATE_CACHE_DIR, default ~/.cache/steergate)."""
     default = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "steergate"
     return Path(os.environ.get("STEERGATE_CACHE_DIR", default)).expanduser()
+
+
+def runtime_dir(port: int) -> Path:
+    """Files of the gateway serving on `port` while it runs (STEERGATE_RUNTIME_DIR/<port>, default
+    <tmp>/steergate-<uid>/<port>): the HAProxy shim and the registry of the gateway's processes
+    (serving/processes.py). Per port, so gateways side by side do not share them."""
+    default = Path(tempfile.gettempdir()) / f"steergate-{os.getuid()}"
+    return Path(os.environ.get("STEERGATE_RUNTIME_DIR", default)) / str(port)

@@ -30,7 +30,7 @@ def _engine_cls() -> type[Engine]:
     return VLLMEngine
 
 
-def _model_server(cfg: ModelConfig, engine_cls: type[Engine]) -> Application:
+def _model_server(cfg: ModelConfig, engine_cls: type[Engine], drain_s: float) -> Application:
     dep = cfg.deployment
     options: dict[str, Any] = {
         "name": model_deployment_name(cfg.name),
@@ -38,7 +38,8 @@ def _model_server(cfg: ModelConfig, engine_cls: type[Engine]) -> Application:
         "max_ongoing_requests": dep.max_ongoing_requests,
         # Loading and (first-time) compiling the model takes minutes on a small CPU box.
         "health_check_timeout_s": 120,
-        "graceful_shutdown_timeout_s": 20,
+        # In-flight requests get this long to finish when a replica stops (GatewayConfig.front.drain_s).
+        "graceful_shutdown_timeout_s": drain_s,
     }
     if dep.autoscaling is not None:
         options["autoscaling_config"] = {
@@ -53,12 +54,13 @@ def _model_server(cfg: ModelConfig, engine_cls: type[Engine]) -> Application:
 
 def build_app(config: GatewayConfig, engine_cls: type[Engine] | None = None) -> Application:
     engine_cls = engine_cls or _engine_cls()
-    handles = {m.name: _model_server(m, engine_cls) for m in config.models}
+    handles = {m.name: _model_server(m, engine_cls, config.front.drain_s) for m in config.models}
     ingress = serve.deployment(serve.ingress(app)(Ingress)).options(
         name="ingress",
         num_replicas=config.ingress.num_replicas,
         ray_actor_options={"num_cpus": config.ingress.num_cpus},
         max_ongoing_requests=1000,
+        graceful_shutdown_timeout_s=config.front.drain_s,
     )
     return ingress.bind(config, handles)
 

