@@ -60,7 +60,8 @@ def scorer_metrics(scores: np.ndarray, texts: Sequence[dict[str, Any]], threshol
             continue
         row: dict[str, Any] = {"texts": int(members.sum())}
         if c in TOXIC_CATEGORIES:
-            row["auroc"] = _rounded(auc_of(members))
+            if benign.any():  # an AUROC needs benign texts (a subset may have none)
+                row["auroc"] = _rounded(auc_of(members))
             row["recall"] = _rounded(rate_of(members))
         else:
             row["false_positive_rate"] = _rounded(rate_of(members))
