@@ -11,6 +11,9 @@ The detector skips the same tokens (middleware/detection.py).
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -21,7 +24,7 @@ from tqdm import tqdm
 
 from middleware.offline import decoder_layers
 
-__all__ = ["TextActivations", "collect", "load_lm", "scored_token_mask"]
+__all__ = ["TextActivations", "cached_activations", "collect", "load_lm", "scored_token_mask"]
 
 MAX_TOKENS_PER_TEXT = 128
 
@@ -109,3 +112,24 @@ def collect(
         bar.close()
         for h in handles:
             h.remove()
+
+
+def cached_activations(model: Any, tokenizer: Any, texts: list[str], layer: int, path: Path,
+                       desc: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(all tokens (N, d) fp16, offsets (len(texts) + 1,)) of `texts` at `layer`, cached at `path`."""
+    key = hashlib.sha256(json.dumps([layer, texts]).encode()).hexdigest()
+    if path.exists():
+        cached = torch.load(path, weights_only=True)
+        if cached["key"] == key:
+            return cached["acts"], cached["offsets"]
+    per_text: dict[int, torch.Tensor] = {}
+    for item in collect(model, tokenizer, texts, [layer], progress=desc):
+        per_text[item.index] = item.acts[layer].to(torch.float16)
+    lengths = torch.tensor([per_text[i].shape[0] for i in range(len(texts))])
+    offsets = torch.cat([torch.zeros(1, dtype=torch.long), lengths.cumsum(0)])
+    acts = torch.cat([per_text[i] for i in range(len(texts))])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")  # atomic: another run may read the cache meanwhile
+    torch.save({"key": key, "acts": acts, "offsets": offsets}, tmp)
+    tmp.replace(path)
+    return acts, offsets

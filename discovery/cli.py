@@ -8,8 +8,10 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from discovery.defaults import DEFAULT_LAYER, INSTRUCTED_SCALE
+
 if TYPE_CHECKING:
-    from discovery.corpus import CorpusSpec
+    from discovery.labelled import DataSpec
 
 __all__ = ["add_commands"]
 
@@ -18,17 +20,29 @@ def _corpus_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--work-dir", type=Path, help="cache for corpus, activations, checkpoints "
                    "(default: ~/.cache/steergate/discovery/MODEL_NAME; $STEERGATE_CACHE_DIR moves ~/.cache/steergate)")
     p.add_argument("--seed", type=int, default=0, help="seed for everything (default 0)")
-    p.add_argument("--scale", type=float, default=1.0, help="corpus size factor (default 1.0; tests use ~0.02)")
+    p.add_argument("--scale", type=float, default=1.0, help="lexical corpus size factor (default 1.0; tests use ~0.02)")
+    p.add_argument("--instructed-scale", type=float, default=INSTRUCTED_SCALE,
+                   help=f"share of the instructed sets' (frame, subject) combinations asked for (default {INSTRUCTED_SCALE})")
+    p.add_argument("--heldout-fraction", type=float, default=0.4,
+                   help="share of every pool of frames and of subjects held out (default 0.4)")
     p.add_argument("--max-new-tokens", type=int, default=32, help="tokens generated per corpus text (default 32)")
     p.add_argument("--judge", default="alt-profanity-check", help="labelling judge (default alt-profanity-check)")
+    p.add_argument("--threads", type=int, default=os.cpu_count() or 1,
+                   help="torch CPU threads (default: all cores; on a busy machine 1 is often several times faster)")
     p.add_argument("--model", type=Path, help="Hugging Face model directory (default: the embedded SmolLM2)")
     p.add_argument("--model-name", default="smollm2-135m-instruct", help="name recorded in the outputs")
 
 
-def _corpus_spec(args: argparse.Namespace) -> CorpusSpec:
+def _data_spec(args: argparse.Namespace) -> DataSpec:
     from discovery.corpus import CorpusSpec
+    from discovery.instructed import InstructedSpec
+    from discovery.labelled import DataSpec
 
-    return CorpusSpec(seed=args.seed, scale=args.scale, max_new_tokens=args.max_new_tokens, judge=args.judge)
+    return DataSpec(
+        corpus=CorpusSpec(seed=args.seed, scale=args.scale, max_new_tokens=args.max_new_tokens, judge=args.judge,
+                          heldout_fraction=args.heldout_fraction),
+        instructed=InstructedSpec(seed=args.seed, scale=args.instructed_scale, heldout_fraction=args.heldout_fraction),
+    )
 
 
 def _work_dir(args: argparse.Namespace) -> Path:
@@ -42,7 +56,7 @@ def _setup(args: argparse.Namespace) -> Path:
 
     from middleware.embedded import embedded_model_dir
 
-    torch.set_num_threads(os.cpu_count() or 1)
+    torch.set_num_threads(args.threads)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     return args.model or embedded_model_dir()
 
@@ -55,7 +69,7 @@ def _train_sae(args: argparse.Namespace) -> int:
     job = TrainSAEJob(
         model_dir=_setup(args), work_dir=_work_dir(args), out_dir=args.out or EMBEDDED_SAE,
         model_name=args.model_name,
-        corpus=_corpus_spec(args), layer=None if args.layer == "auto" else int(args.layer),
+        data=_data_spec(args), layer=None if args.layer == "auto" else int(args.layer),
         extra_texts=args.extra_texts,
         train=TrainSpec(architecture=args.arch, d_sae=args.d_sae, k=args.k, epochs=args.epochs, seed=args.seed,
                         lr=args.lr),
@@ -67,6 +81,19 @@ def _train_sae(args: argparse.Namespace) -> int:
     return 0
 
 
+def _labels(args: argparse.Namespace) -> int:
+    from discovery.features_pipeline import filter_table
+    from discovery.labelled import build_labelled, load_labelled, set_stats
+    from transformers import AutoTokenizer
+
+    model_dir = _setup(args)
+    paths = build_labelled(model_dir, _work_dir(args), _data_spec(args))
+    texts, _, instructed = load_labelled(paths, AutoTokenizer.from_pretrained(model_dir))
+    print(json.dumps({"files": [str(p) for p in paths], "texts": set_stats(texts),
+                      "instructed_filter": filter_table(instructed)}, indent=2))
+    return 0
+
+
 def _find_features(args: argparse.Namespace) -> int:
     from middleware.assets import EMBEDDED_FEATURES, EMBEDDED_SAE
     from discovery.features_pipeline import FindFeaturesJob, run_find_features
@@ -75,8 +102,7 @@ def _find_features(args: argparse.Namespace) -> int:
     job = FindFeaturesJob(
         model_dir=_setup(args), work_dir=_work_dir(args), sae_dir=args.sae or EMBEDDED_SAE,
         model_name=args.model_name,
-        out=args.out or EMBEDDED_FEATURES, corpus=_corpus_spec(args), seed=args.seed,
-        heldout_fraction=args.heldout_fraction,
+        out=args.out or EMBEDDED_FEATURES, data=_data_spec(args), seed=args.seed,
     )
     data = run_find_features(job)
     print(format_features_report(data))
@@ -92,7 +118,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     _corpus_args(p)
     p.add_argument("--out", type=Path, help="SAE directory to write (default: the shipped one, "
                    "middleware/data/smollm2-135m-instruct/sae)")
-    p.add_argument("--layer", default="auto", help="decoder layer, or 'auto' to choose by probe (default)")
+    p.add_argument("--layer", default=str(DEFAULT_LAYER),
+                   help=f"decoder layer (default {DEFAULT_LAYER}, the shipped SAE's), or 'auto' to choose by a linear probe")
     p.add_argument("--arch", choices=["topk", "abstopk"], default="topk", help="SAE architecture (default topk)")
     p.add_argument("--d-sae", type=int, default=4096, help="number of latents (default 4096)")
     p.add_argument("--k", type=int, default=32, help="active latents per token (default 32)")
@@ -101,6 +128,13 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--extra-texts", type=int, default=2000, help="stdlib docstrings added as training text")
     p.set_defaults(func=_train_sae)
 
+    p = sub.add_parser("labels", help="generate the labelled sets (lexical corpus, instructed sets)",
+                       description="Generate (or resume) the lexical corpus and the instructed sets in the work "
+                       "directory and print texts per category and split and the instructed filter's counts; "
+                       "train-sae and find-features build the same files when they are missing.")
+    _corpus_args(p)
+    p.set_defaults(func=_labels)
+
     p = sub.add_parser("find-features", help="select toxicity features and fit the detector",
                        description="Rank the SAE's features on judge-labelled texts, pick a toxicity set, fit "
                        "the detector, and report held-out AUROC beside the independent judges.")
@@ -108,5 +142,4 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--sae", type=Path, help="SAE directory (default: the shipped one)")
     p.add_argument("--out", type=Path, help="features file to write (default: the shipped features.json); "
                    "heldout.jsonl and features_report.md are written beside it")
-    p.add_argument("--heldout-fraction", type=float, default=0.4, help="share of labelled texts held out")
     p.set_defaults(func=_find_features)

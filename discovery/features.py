@@ -97,13 +97,18 @@ def feature_stats(text_max: np.ndarray, labels: np.ndarray) -> list[FeatureStats
     return out
 
 
-def stratified_split(labels: np.ndarray, fraction: float, seed: int) -> np.ndarray:
-    """(N,) bool: True for held-out; the same fraction of each class, seeded."""
+def stratified_split(labels: np.ndarray, fraction: float, seed: int,
+                     groups: Sequence[str] | None = None) -> np.ndarray:
+    """(N,) bool: True for held-out; the same fraction of each class, seeded. With `groups`,
+    each class's texts of one group go to one side together."""
     rng = np.random.default_rng(seed)
+    labels = np.asarray(labels)
+    keys = np.asarray(groups) if groups is not None else np.arange(len(labels)).astype(str)
     held = np.zeros(len(labels), dtype=bool)
     for value in (0, 1):
-        idx = np.flatnonzero(labels == value)
-        held[rng.permutation(idx)[: round(len(idx) * fraction)]] = True
+        names = np.unique(keys[labels == value])
+        chosen = rng.permutation(names)[: round(len(names) * fraction)]
+        held[(labels == value) & np.isin(keys, chosen)] = True
     return held
 
 
@@ -165,16 +170,18 @@ def fit_detector(
     cs: Sequence[float] = (0.02, 0.05, 0.1, 0.2, 0.5),
     seed: int = 0,
     validation_fraction: float = 0.3,
+    groups: Sequence[str] | None = None,
 ) -> tuple[Detector, list[dict[str, float]]]:
     """Choose the toxicity feature set and fit the detector on (N, d) `log_max` features.
 
     The set is the features an L1-regularised logistic regression weights positively; its
-    strength C is picked on a validation part of the given (selection) texts; then the detector
-    (non-negative weights over that set) is refitted on all of them. Returns the detector and,
-    per C tried, the set size and validation AUROC.
+    strength C is picked on a validation part of the given (selection) texts (whole `groups` on
+    one side, e.g. frames, so validation texts share no frame with the fitting part, as held-out
+    texts share none with selection); then the detector (non-negative weights over that set) is
+    refitted on all of them. Returns the detector and, per C tried, the set size and validation AUROC.
     """
     labels = np.asarray(labels).astype(int)
-    val = stratified_split(labels, validation_fraction, seed + 1)
+    val = stratified_split(labels, validation_fraction, seed + 1, groups)
     tried = []
     for c in cs:
         feats = _l1_positive(log_max_acts[~val], labels[~val], c, seed)

@@ -1,16 +1,21 @@
-"""`steergate find-features`: labelled corpus + SAE -> toxicity features, detector, held-out report.
+"""`steergate find-features`: labelled sets + SAE -> toxicity features, detector, held-out report.
 
-Splits the judge-labelled texts once, seeded and stratified: a selection split (ranking,
-choosing, fitting, thresholds) and a held-out split used only for the final report. The
-held-out split ships (heldout.jsonl) so a test can recompute the reported AUROC.
+The split is decided before generation, by frame and subject (discovery/splits.py): the
+selection split ranks, chooses, fits and sets the threshold; the held-out split is scored once,
+at the end, for the report. The held-out split ships (heldout.jsonl) so a test can recompute
+the reported numbers.
+
+Operating point: the lowest score at which at most FPR_BUDGET of the selection split's benign
+texts, and of its benign-hard texts, score at or above it (in-sample, so the budget is below the
+5% target); it is folded into the bias, so 0.5 is the shipped threshold.
 """
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import math
+import random
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -19,28 +24,26 @@ from typing import Any
 import numpy as np
 import torch
 
-from middleware.detection import FeatureSet, ToxicityDetector
 from discovery import seeds
-from discovery.activations import load_lm
-from discovery.corpus import BENIGN_AT, TOXIC_AT, CorpusSpec, build_corpus, load_corpus
-from discovery.features import (
-    auroc,
-    feature_stats,
-    fit_detector,
-    log_max,
-    precision_recall,
-    stratified_split,
-    youden_threshold,
-)
+from discovery.activations import cached_activations, load_lm
+from discovery.evaluation import scorer_metrics, subset_recall
+from discovery.features import feature_stats, fit_detector, log_max, youden_threshold
+from discovery.instructed import FILTER_RULES, KINDS
 from discovery.judges import JUDGES, get_judge
+from discovery.labelled import VIEWS, DataSpec, build_labelled, chat_view, load_labelled
 from discovery.report import write_features_report
 from discovery.scoring import score_texts
-from discovery.train_pipeline import corpus_activations
+from discovery.splits import HELDOUT
+from discovery.wordlist import profanity_words
+from middleware.detection import FeatureSet, ToxicityDetector
 from middleware.sae import load_sae
 
-__all__ = ["FindFeaturesJob", "run_find_features"]
+__all__ = ["FPR_BUDGET", "FindFeaturesJob", "filter_table", "run_find_features"]
 
 logger = logging.getLogger(__name__)
+
+FPR_BUDGET = 0.03
+SHORT_WORDS = 6  # "short texts": at most this many words
 
 
 @dataclass(frozen=True)
@@ -50,42 +53,95 @@ class FindFeaturesJob:
     sae_dir: Path
     out: Path  # features.json; heldout.jsonl and features_report.md go beside it
     model_name: str = "smollm2-135m-instruct"
-    corpus: CorpusSpec = field(default_factory=CorpusSpec)
+    data: DataSpec = field(default_factory=DataSpec)
     seed: int = 0
-    heldout_fraction: float = 0.4
+    n_boot: int = 1000
 
 
-def _f1_threshold(scores: np.ndarray, labels: np.ndarray) -> float:
-    candidates = np.unique(scores)
-    best = max(candidates, key=lambda t: (precision_recall(scores, labels, float(t))["f1"], -t))
-    return float(best)
+def _operating_point(scores: np.ndarray, categories: np.ndarray) -> float:
+    """The lowest threshold keeping each benign category's flag rate within FPR_BUDGET."""
+    t = 0.0
+    for c in ("benign", "benign-hard"):
+        neg = np.sort(scores[categories == c])
+        if len(neg):
+            allowed = math.floor(len(neg) * FPR_BUDGET)  # texts that may score at or above t
+            t = max(t, float(np.nextafter(neg[len(neg) - allowed - 1], 1.0)) if allowed < len(neg) else 0.0)
+    return min(max(t, 1e-6), 1 - 1e-6)
+
+
+def filter_table(instructed: list[dict[str, Any]]) -> dict[str, dict[str, int]]:
+    """Per kind: outputs asked for, kept, and dropped by each filter rule."""
+    table: dict[str, dict[str, int]] = {}
+    for r in instructed:
+        row = table.setdefault(r["kind"], {"asked": 0, "kept": 0, **{rule: 0 for rule in FILTER_RULES}})
+        row["asked"] += 1
+        row["kept" if r["dropped"] is None else r["dropped"]] += 1
+    return table
+
+
+def _samples(instructed: list[dict[str, Any]], seed: int, per_kind: int = 3) -> dict[str, Any]:
+    """A seeded sample of kept and of dropped lines per kind, for a reader to judge the labels."""
+    rng = random.Random(seed)
+    out: dict[str, Any] = {}
+    for kind in KINDS:
+        kept = [r["line"] for r in instructed if r["kind"] == kind and r["dropped"] is None]
+        dropped = [(r["dropped"], r["line"] or r["completion"]) for r in instructed
+                   if r["kind"] == kind and r["dropped"] is not None]
+        out[kind] = {"kept": rng.sample(kept, min(per_kind, len(kept))),
+                     "dropped": rng.sample(dropped, min(2, len(dropped)))}
+    return out
+
+
+def _first_word_checks(model: Any, tokenizer: Any, detector: ToxicityDetector, held: list[dict[str, Any]],
+                       scores: np.ndarray, judge: str) -> dict[str, Any]:
+    """Texts whose first token is the toxic word, raw vs in the chat template.
+
+    Raw, a text's first token is the attention sink and is never scored; inside the chat template
+    the same word sits after the template's tokens and is. (1) held-out toxic lines whose first
+    word is on the profanity list, raw vs chat views; (2) each held-out list word the judge
+    knows, alone ("Word!"), raw vs chat.
+    """
+    words = {w.lower() for w in profanity_words()}
+    first = np.array([t["set"] == "instructed" and t["label"] == 1 and
+                      (t["visible"].split() or [""])[0].strip(",.!?:;\"'").lower() in words for t in held])
+    views = np.array([t["view"] for t in held])
+    out: dict[str, Any] = {"lines": {v: subset_recall(scores, 0.5, first & (views == v)) for v in VIEWS}}
+    held_words = sorted({t["subject"] for t in held if t["set"] == "lexical" and t["kind"].startswith("wordlist")})
+    known = [w for w, s in zip(held_words, get_judge(judge).score(held_words), strict=True) if s >= 0.5]
+    alone = [w.capitalize() + "!" for w in known]
+    raw = score_texts(model, tokenizer, detector, alone)
+    chat = score_texts(model, tokenizer, detector, [chat_view(tokenizer, t) for t in alone])
+    out["single_words"] = {"texts": len(alone), "raw": round(float((raw >= 0.5).mean()), 4) if alone else 0.0,
+                           "chat": round(float((chat >= 0.5).mean()), 4) if alone else 0.0}
+    return out
 
 
 def run_find_features(job: FindFeaturesJob) -> dict[str, Any]:
     started = time.monotonic()
-    records = load_corpus(build_corpus(job.model_dir, job.work_dir / "corpus.jsonl", job.corpus))
+    paths = build_labelled(job.model_dir, job.work_dir, job.data)
     model, tokenizer = load_lm(job.model_dir)
+    texts, _, instructed = load_labelled(paths, tokenizer)
     sae = load_sae(job.sae_dir, dtype="float32")
     layer = sae.cfg.hook_layer
     if layer is None:
         raise ValueError(f"{job.sae_dir}/cfg.json names no layer (hook_name {sae.cfg.hook_name!r})")
-    all_texts = [r["text"] for r in records]
-    acts, offsets = corpus_activations(model, tokenizer, all_texts, layer,
-                                       job.work_dir / f"acts_corpus_L{layer}.pt", "activations: corpus")
-    labelled = [i for i, r in enumerate(records) if r["label"] is not None]
-    labels = np.array([records[i]["label"] for i in labelled])
-    held = stratified_split(labels, job.heldout_fraction, job.seed)
+    acts, offsets = cached_activations(model, tokenizer, [t["text"] for t in texts], layer,
+                                       job.work_dir / f"acts_labelled_L{layer}.pt", "activations: labelled texts")
+    labels = np.array([t["label"] for t in texts])
+    categories = np.array([t["category"] for t in texts])
+    held = np.array([t["split"] == HELDOUT for t in texts])
     sel = ~held
 
     # Per text: each feature's strongest activation over the text's tokens (log1p).
     with torch.no_grad():
         x = np.concatenate([log_max([sae.encode(acts[offsets[i] : offsets[i + 1]].float())])  # (1, d_sae)
-                            for i in labelled])  # (N, d_sae)
-    det, tried = fit_detector(x[sel], labels[sel], seed=job.seed)
+                            for i in range(len(texts))])  # (N, d_sae)
+    frames = [f"{t['set']}:{t['frame']}" for t in texts]
+    det, tried = fit_detector(x[sel], labels[sel], seed=job.seed, groups=[f for f, s in zip(frames, sel) if s])
     chosen = det.features
-    t_star = _f1_threshold(det.scores(x[sel]), labels[sel])
+    t_star = _operating_point(det.scores(x[sel]), categories[sel])
     # Fold the operating point into the bias, so that score 0.5 is the threshold chosen on selection.
-    bias = det.bias - math.log(t_star / (1 - t_star)) if 0 < t_star < 1 else det.bias
+    bias = det.bias - math.log(t_star / (1 - t_star))
     raw_max = np.expm1(x)  # (N, d_sae) max activations
     stats = feature_stats(raw_max[sel][:, chosen], labels[sel])  # one per chosen feature, in order
     gate = [youden_threshold(raw_max[sel][:, f], labels[sel]) for f in chosen]
@@ -101,54 +157,40 @@ def run_find_features(job: FindFeaturesJob) -> dict[str, Any]:
 
     # ---- held-out: scored once, with the detector exactly as it runs ----------------------
     detector = ToxicityDetector(sae, feature_set)
-
-    @functools.cache  # the held-out texts are scored again as part of the classifier-only set
-    def score(i: int) -> float:
-        return detector.text_score(acts[offsets[i] : offsets[i + 1]])
-
-    held_idx = [labelled[j] for j in np.flatnonzero(held)]
-    held_scores = np.array([score(i) for i in held_idx])
+    held_texts = [t for t, h in zip(texts, held, strict=True) if h]
+    held_idx = np.flatnonzero(held)
+    det_scores = np.array([detector.text_score(acts[offsets[i] : offsets[i + 1]]) for i in held_idx])
+    visible = [t["visible"] for t in held_texts]
+    judge_scores = {name: np.array(get_judge(name).score(visible)) for name in JUDGES}
+    scorers = {"detector": det_scores, **judge_scores}
+    metrics = {name: scorer_metrics(s, held_texts, 0.5, job.n_boot, job.seed) for name, s in scorers.items()}
+    views = np.array([t["view"] for t in held_texts])
     held_labels = labels[held]
-    visible = [records[i]["visible"] for i in held_idx]
-    peers = {}
-    for name in JUDGES:
-        scores = np.array([records[i]["judge"] for i in held_idx]) if name == job.corpus.judge \
-            else np.array(get_judge(name).score(visible))
-        peers[name] = {"auroc": float(auroc(scores, held_labels)), **precision_recall(scores, held_labels, 0.5),
-                       "labels_from_this_judge": name == job.corpus.judge}
-    # The same held-out texts labelled by the classifier alone (word-list texts it calls clean
-    # counted as benign): how much the consensus labels matter.
-    held_set = set(held_idx)
-    judge_only = [i for i, r in enumerate(records)
-                  if i in held_set or (r["label"] is None and r["judge"] <= BENIGN_AT)]
-    judge_only_labels = np.array([1 if records[i]["judge"] >= TOXIC_AT else 0 for i in judge_only])
-    judge_only_scores = np.array([score(i) for i in judge_only])
-    hard = [i for i in range(len(records)) if records[i]["source"] == "hard_negative"]
-    hard_scores = np.array([score(i) for i in hard])
-    hard_judge = np.array([records[i]["judge"] for i in hard])
-    phrase_scores = score_texts(model, tokenizer, detector, list(seeds.HARD_NEGATIVES))
-    phrase_judge = get_judge(job.corpus.judge).score(list(seeds.HARD_NEGATIVES))
-    heldout = {
-        "texts": int(held.sum()), "toxic": int(held_labels.sum()), "benign": int((held_labels == 0).sum()),
-        "detector": {"auroc": float(auroc(held_scores, held_labels)), **precision_recall(held_scores, held_labels, 0.5)},
-        "peers": peers,
-        "classifier_only_labels": {
-            "texts": len(judge_only), "toxic": int(judge_only_labels.sum()),
-            "detector_auroc": float(auroc(judge_only_scores, judge_only_labels)),
-        },
-        "hard_negatives": {
-            "texts": len(hard), "detector_flag_rate": float((hard_scores >= 0.5).mean()) if hard else 0.0,
-            "judge_flag_rate": float((hard_judge >= 0.5).mean()) if hard else 0.0,
-            "phrases": [{"text": t, "detector": round(float(s), 4), "judge": round(float(j), 4)}
-                        for t, s, j in zip(seeds.HARD_NEGATIVES, phrase_scores, phrase_judge, strict=True)],
-        },
+    short = np.array([len(t["visible"].split()) <= SHORT_WORDS for t in held_texts])
+    checks = {
+        "views": {v: {name: scorer_metrics(s[views == v], [t for t, m in zip(held_texts, views == v) if m], 0.5,
+                                           job.n_boot, job.seed)["unions"] for name, s in scorers.items()}
+                  for v in VIEWS},
+        "short": {name: {"toxic": subset_recall(s, 0.5, short & (held_labels == 1)),
+                         "benign": subset_recall(s, 0.5, short & (held_labels == 0))}
+                  for name, s in scorers.items()},
+        "first_word": _first_word_checks(model, tokenizer, detector, held_texts, det_scores, "alt-profanity-check"),
+        "seed_phrases": [{"text": t, "detector": round(float(s), 4)} for t, s in
+                         zip(seeds.HARD_NEGATIVES, score_texts(model, tokenizer, detector, list(seeds.HARD_NEGATIVES)),
+                             strict=True)],
     }
     feature_set.extra = {
         "features": [{**asdict(stats[j]), "index": f, "gate_threshold": g, "weight": w}
                      for j, (f, g, w) in enumerate(zip(chosen, gate, det.weights, strict=True))],
         "selection": {"texts": int(sel.sum()), "toxic": int(labels[sel].sum()), "size_search": tried,
-                      "f1_threshold_before_folding": t_star, "judge": job.corpus.judge, "seed": job.seed},
-        "heldout": heldout,
+                      "operating_point_before_folding": t_star, "fpr_budget": FPR_BUDGET, "seed": job.seed},
+        "data": {"spec": asdict(job.data), "filter": filter_table(instructed),
+                 "samples": _samples(instructed, job.seed),
+                 "texts": {c: {"selection": int((sel & (categories == c)).sum()),
+                               "heldout": int((held & (categories == c)).sum())} for c in sorted(set(categories))}},
+        "heldout": {"texts": int(held.sum()), "toxic": int(held_labels.sum()), "scorers": metrics, "checks": checks,
+                    "intervals": f"95% percentile bootstrap over groups (both views of a line together), "
+                                 f"{job.n_boot} resamples"},
         "seconds": round(time.monotonic() - started, 1),
     }
     job.out.parent.mkdir(parents=True, exist_ok=True)
@@ -160,10 +202,10 @@ def run_find_features(job: FindFeaturesJob) -> dict[str, Any]:
     data = feature_set.to_dict(sae_ref)
     job.out.write_text(json.dumps(data, indent=2) + "\n")
     with (job.out.parent / "heldout.jsonl").open("w") as f:
-        for i, value in zip(held_idx, held_scores, strict=True):
-            r = records[i]
-            f.write(json.dumps({"id": r["id"], "source": r["source"], "text": r["text"], "visible": r["visible"],
-                                "judge": r["judge"], "label": r["label"], "detector": round(float(value), 6)},
+        for t, d, j in zip(held_texts, det_scores, judge_scores["alt-profanity-check"], strict=True):
+            f.write(json.dumps({k: t[k] for k in ("uid", "group", "set", "kind", "category", "label", "view", "text",
+                                                  "visible")}
+                               | {"judge": round(float(j), 6), "detector": round(float(d), 6)},
                                ensure_ascii=False) + "\n")
     write_features_report(job.out.parent / "features_report.md", data)
     return data

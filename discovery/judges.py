@@ -42,7 +42,7 @@ class BetterProfanity:
     name = "better-profanity"
 
     def __init__(self) -> None:
-        from discovery.corpus import profanity_words
+        from discovery.wordlist import profanity_words
 
         self._words = frozenset(w.lower() for w in profanity_words())
 

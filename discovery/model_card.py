@@ -11,7 +11,8 @@ __all__ = ["write_model_card"]
 
 def _probe_table(probe: dict[str, Any] | None) -> str:
     if not probe:
-        return "The layer was given on the command line (`--layer`), not chosen by the probe.\n"
+        return ("The layer is `train-sae`'s default (or was given with `--layer`): chosen by comparing the held-out "
+                "detector AUROC of SAEs trained at several layers (steergate README, \"Layer\"), not by the probe.\n")
     lines = ["| layer | probe AUROC | median residual norm |", "|---|---|---|"]
     for row in probe["layers"]:
         mark = " **(chosen)**" if row["layer"] == probe["chosen"] else ""
@@ -58,10 +59,10 @@ training, in these metrics and in detection.
 {_probe_table(report.get('layer_probe'))}
 ## Data
 
-{report['train_tokens']} training tokens: the discovery corpus (the model's own generations, seeded;
-`discovery/corpus.py`) plus {report['extra_texts']} Python standard-library docstrings for bulk
-benign text. Labels (used only to choose the layer here) come from the independent judge
-`{report['corpus_spec']['judge']}`.
+{report['train_tokens']} training tokens: the selection split of the lexical corpus ({report['selection_texts']} texts:
+the model's own generations, seeded; `discovery/corpus.py`; held-out texts never seen) plus
+{report['extra_texts']} Python standard-library docstrings for bulk benign text. Labels (from the independent
+judge `{report['data_spec']['corpus']['judge']}`) are not used to train the SAE.
 
 {chr(10).join(corpus_rows)}
 

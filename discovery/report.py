@@ -5,11 +5,92 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from discovery.labelled import CATEGORIES, TOXIC_CATEGORIES
+
 __all__ = ["format_features_report", "write_features_report"]
 
+_SCORER_NAMES = {"detector": "**steergate SAE detector** (in-model)", "alt-profanity-check": "`alt-profanity-check`",
+                 "better-profanity": "`better-profanity` (word list)"}
 
-def _pr(row: dict[str, Any]) -> str:
-    return f"{row['auroc']:.4f} | {row['precision']:.3f} | {row['recall']:.3f} | {row['false_positive_rate']:.3f}"
+
+def _ci(v: list[float]) -> str:
+    return f"{v[0]:.3f} [{v[1]:.3f}, {v[2]:.3f}]"
+
+
+def _scorer_tables(held: dict[str, Any]) -> list[str]:
+    scorers = held["scorers"]
+    cats = [c for c in CATEGORIES if c in scorers["detector"]["categories"]]
+    lines = ["| scorer | " + " | ".join(f"AUROC {u}" for u in scorers["detector"]["unions"]) + " |",
+             "|---|" + "---|" * len(scorers["detector"]["unions"])]
+    for name, m in scorers.items():
+        lines.append(f"| {_SCORER_NAMES.get(name, name)} | " + " | ".join(_ci(u["auroc"]) for u in m["unions"].values())
+                     + " |")
+    lines += ["", "Per category (toxic: AUROC against all benign texts, and recall at the scorer's threshold 0.5; "
+              "benign: false-positive rate at 0.5):", "",
+              "| category | texts | " + " | ".join(_SCORER_NAMES.get(n, n) for n in scorers) + " |",
+              "|---|---|" + "---|" * len(scorers)]
+    for c in cats:
+        n = scorers["detector"]["categories"][c]["texts"]
+        if c in TOXIC_CATEGORIES:
+            lines.append(f"| {c}: AUROC | {n} | " + " | ".join(_ci(m["categories"][c]["auroc"]) for m in scorers.values())
+                         + " |")
+            lines.append(f"| {c}: recall | {n} | " + " | ".join(_ci(m["categories"][c]["recall"])
+                                                                for m in scorers.values()) + " |")
+        else:
+            lines.append(f"| {c}: false-positive rate | {n} | "
+                         + " | ".join(_ci(m["categories"][c]["false_positive_rate"]) for m in scorers.values()) + " |")
+    return lines
+
+
+def _checks(held: dict[str, Any]) -> list[str]:
+    checks = held["checks"]
+    lines = ["## Checks", "", "**Raw vs chat template** (instructed lines only, each scored both ways; AUROC):", "",
+             "| view | scorer | " + " | ".join(next(iter(next(iter(checks["views"].values())).values()))) + " |",
+             "|---|---|" + "---|" * len(next(iter(next(iter(checks["views"].values())).values())))]
+    for view, by_scorer in checks["views"].items():
+        for name, unions in by_scorer.items():
+            lines.append(f"| {view} | {_SCORER_NAMES.get(name, name)} | "
+                         + " | ".join(_ci(u["auroc"]) for u in unions.values()) + " |")
+    lines += ["", "**Short texts** (at most 6 words), share flagged at 0.5:", "",
+              "| scorer | toxic texts | recall | benign texts | false-positive rate |", "|---|---|---|---|---|"]
+    for name, row in checks["short"].items():
+        lines.append(f"| {_SCORER_NAMES.get(name, name)} | {row['toxic']['texts']} | {row['toxic']['flagged']:.3f} | "
+                     f"{row['benign']['texts']} | {row['benign']['flagged']:.3f} |")
+    fw = checks["first_word"]
+    lines += ["", "**First token is the toxic word.** Raw, a text's first token is the attention sink and is never "
+              "scored (neither in training nor in the engine); in the chat template the same word comes after the "
+              "template's tokens and is scored. Detector recall at 0.5:", "",
+              "| texts | raw | chat template |", "|---|---|---|",
+              f"| held-out toxic lines whose first word is on the profanity list ({fw['lines']['raw']['texts']}) | "
+              f"{fw['lines']['raw']['flagged']:.3f} | {fw['lines']['chat']['flagged']:.3f} |",
+              f"| a held-out list word the judge knows, alone (\"Word!\", {fw['single_words']['texts']}) | "
+              f"{fw['single_words']['raw']:.3f} | {fw['single_words']['chat']:.3f} |",
+              "", "Seed sentences with strong words in benign senses (lexical corpus frames; detector score):", "",
+              "| text | detector |", "|---|---|"]
+    lines += [f"| {p['text']} | {p['detector']:.3f} |" for p in checks["seed_phrases"]]
+    return lines
+
+
+def _data(data: dict[str, Any]) -> list[str]:
+    d = data["data"]
+    lines = ["## Labelled data", "",
+             "Texts per category and split (an instructed line counts twice: raw and in the chat template):", "",
+             "| category | selection | held-out |", "|---|---|---|"]
+    lines += [f"| {c} | {n['selection']} | {n['heldout']} |" for c, n in d["texts"].items()]
+    rules = [r for r in next(iter(d["filter"].values())) if r not in ("asked", "kept")]
+    lines += ["", "Instructed sets: what the filter kept, per kind (discovery/instructed.py documents each rule):", "",
+              "| kind | asked | kept (acceptance) | " + " | ".join(rules) + " |", "|---|---|---|" + "---|" * len(rules)]
+    for kind, row in d["filter"].items():
+        rate = row["kept"] / row["asked"] if row["asked"] else 0.0
+        lines.append(f"| {kind} | {row['asked']} | {row['kept']} ({rate:.0%}) | " + " | ".join(str(row[r]) for r in rules)
+                     + " |")
+    lines += ["", "Samples (seeded), so a reader can judge the labels: kept lines, then dropped ones with the rule "
+              "that dropped them.", ""]
+    for kind, s in d["samples"].items():
+        lines.append(f"- **{kind}**: " + " / ".join(f"\u201c{t}\u201d" for t in s["kept"]))
+        if s["dropped"]:
+            lines.append("  - dropped: " + " / ".join(f"({r}) \u201c{t.strip()[:160]}\u201d" for r, t in s["dropped"]))
+    return lines
 
 
 def format_features_report(data: dict[str, Any]) -> str:
@@ -18,52 +99,35 @@ def format_features_report(data: dict[str, Any]) -> str:
     lines = [
         f"# Toxicity features for {data['model_name']} (SAE `{data['sae']['id']}`)",
         "",
-        "Written by `steergate find-features`. Labels: the independent judge "
-        f"`{sel['judge']}`: toxic when it scores >= 0.7; benign when it scores <= 0.3 and no word of the "
-        "better-profanity list occurs; the rest (the judges disagree, or the classifier is unsure) is left out. "
-        f"Selection split: {sel['texts']} texts ({sel['toxic']} toxic); held-out split: {held['texts']} texts "
-        f"({held['toxic']} toxic), never used for ranking, fitting or thresholds.",
+        "Written by `steergate find-features`. Labels: the lexical corpus is labelled by the judge "
+        "`alt-profanity-check` (toxic at >= 0.7: category profanity; benign at <= 0.3 with no word of the "
+        "better-profanity list); the instructed sets are labelled by the instruction the model was given, after "
+        "the filter below. Frames and subjects are split before generation, so no held-out text shares a frame or "
+        f"a subject with a selection text. Selection split: {sel['texts']} texts ({sel['toxic']} toxic); held-out "
+        f"split: {held['texts']} texts ({held['toxic']} toxic), never used for ranking, fitting or thresholds. "
+        f"Intervals: {held['intervals']}. The judges score the readable text (the line, not the chat template); "
+        "`alt-profanity-check` made the lexical labels, so on the profanity category it is scored against its own "
+        "labels.",
         "",
-        "## Held-out split (threshold 0.5)",
+        f"## Held-out split ({len(det['features'])} detector features, threshold 0.5)",
         "",
-        "| scorer | AUROC | precision | recall | false-positive rate |",
-        "|---|---|---|---|---|",
-        f"| **steergate SAE detector** ({len(det['features'])} features, in-model) | {_pr(held['detector'])} |",
-    ]
-    for name, row in held["peers"].items():
-        note = " (the label source: 1.0 by construction)" if row["labels_from_this_judge"] else " (word list)"
-        lines.append(f"| judge `{name}`{note} | {_pr(row)} |")
-    only = held["classifier_only_labels"]
-    lines += [
+        *_scorer_tables(held),
         "",
-        f"With the classifier's labels alone ({only['texts']} texts, {only['toxic']} toxic: the held-out split plus "
-        "the word-list texts the classifier calls clean, counted as benign), the detector's AUROC is "
-        f"{only['detector_auroc']:.4f}. Most of that gap is the classifier's blind spot: it has never seen most "
-        "spellings on the list (it scores \"You are such a fucker\" 0.08), while the detector reads them as toxic.",
-    ]
-    hard = held["hard_negatives"]
-    lines += [
+        *_checks(held),
         "",
-        "## Benign texts with strong words",
-        "",
-        f"The {hard['texts']} `hard_negative` corpus texts (benign seed sentences such as \"kill the process\", "
-        f"continued by the model): the detector flags {hard['detector_flag_rate']:.1%}, the judge "
-        f"{hard['judge_flag_rate']:.1%} (score >= 0.5). The seed sentences alone:",
-        "",
-        "| text | detector | judge |",
-        "|---|---|---|",
-    ]
-    lines += [f"| {p['text']} | {p['detector']:.3f} | {p['judge']:.3f} |" for p in hard["phrases"]]
-    lines += [
+        *_data(data),
         "",
         "## Selected features",
         "",
         "The features an L1-regularised logistic regression over every feature's log max activation keeps "
-        "(positive weights), its strength C chosen on a validation part of the selection split: "
+        "(positive weights), its strength C chosen on a validation part of the selection split (whole frames "
+        "held apart): "
         + ", ".join(f"C={t['C']}: {t['features']} features, AUROC {t['validation_auroc']:.4f}"
                     for t in sel["size_search"])
-        + ". Per feature, on the selection split: AUROC of its max activation, mean max activation and firing "
-        "frequency in each class, its detector weight and its steering-gate threshold.",
+        + f". Operating point: the lowest score that flags at most {sel['fpr_budget']:.0%} of the selection split's "
+        f"benign and benign-hard texts ({sel['operating_point_before_folding']:.4f}, folded into the bias). Per "
+        "feature, on the selection split: AUROC of its max activation, mean max activation and firing frequency in "
+        "each class, its detector weight and its steering-gate threshold.",
         "",
         "| feature | AUROC | mean max act. toxic | benign | fires on toxic | benign | weight | gate threshold |",
         "|---|---|---|---|---|---|---|---|",

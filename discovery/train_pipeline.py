@@ -1,4 +1,11 @@
-"""`steergate train-sae`: corpus -> layer choice -> activations -> SAE -> metrics -> model card.
+"""`steergate train-sae`: corpus -> activations -> SAE -> metrics -> model card.
+
+The SAE learns, unsupervised, from the selection split of the lexical corpus (discovery/corpus.py:
+the model's own text, labelled or not; held-out texts are never seen) plus standard-library
+docstrings. The instructed sets (discovery/instructed.py) are for choosing features, not for
+training the SAE: that keeps `train-sae` at one generation job. The layer is DEFAULT_LAYER
+unless given; `--layer auto` picks one by a linear probe on the judge's labels instead (the
+earliest layer within PROBE_TOLERANCE of the best).
 
 Every stage caches its result in a work directory and a rerun skips finished stages, so an
 interrupted run resumes (SAE training from its last checkpoint). Everything is seeded.
@@ -18,14 +25,16 @@ from typing import Any
 import numpy as np
 import torch
 
-from discovery.activations import collect, load_lm
-from discovery.corpus import CorpusSpec, build_corpus, corpus_stats, docstring_texts, load_corpus
+from discovery.activations import cached_activations, collect, load_lm
+from discovery.corpus import build_corpus, corpus_stats, docstring_texts, load_corpus
+from discovery.defaults import DEFAULT_LAYER
 from discovery.features import auroc
+from discovery.labelled import DataSpec
 from discovery.model_card import write_model_card
 from discovery.sae_eval import reconstruction_metrics, spliced_loss
 from discovery.train import TrainSpec, train_sae
 
-__all__ = ["TrainSAEJob", "corpus_activations", "probe_layers", "run_train_sae"]
+__all__ = ["DEFAULT_LAYER", "TrainSAEJob", "probe_layers", "run_train_sae", "sae_texts"]
 
 logger = logging.getLogger(__name__)
 
@@ -40,9 +49,9 @@ class TrainSAEJob:
     work_dir: Path
     out_dir: Path
     model_name: str = "smollm2-135m-instruct"
-    corpus: CorpusSpec = field(default_factory=CorpusSpec)
+    data: DataSpec = field(default_factory=DataSpec)
     train: TrainSpec = field(default_factory=TrainSpec)
-    layer: int | None = None  # None: chosen by `probe_layers`
+    layer: int | None = DEFAULT_LAYER  # None: chosen by `probe_layers`
     candidate_layers: tuple[int, ...] = CANDIDATE_LAYERS
     extra_texts: int = 2000  # stdlib docstrings added to the SAE's training tokens
     eval_fraction: float = 0.05  # texts held out of SAE training for its metrics
@@ -50,9 +59,9 @@ class TrainSAEJob:
     loss_texts: int = 96  # held-out texts the delta-loss metric runs on
 
 
-def _corpus(job: TrainSAEJob) -> list[dict[str, Any]]:
-    path = build_corpus(job.model_dir, job.work_dir / "corpus.jsonl", job.corpus)
-    return load_corpus(path)
+def sae_texts(corpus: list[dict[str, Any]]) -> list[str]:
+    """The corpus texts the SAE learns from: the selection split, labelled or not."""
+    return [r["text"] for r in corpus if r["split"] == "selection"]
 
 
 def probe_layers(model: Any, tokenizer: Any, records: list[dict[str, Any]], layers: tuple[int, ...],
@@ -101,25 +110,6 @@ def _split(n: int, fraction: float, seed: int) -> np.ndarray:
     return held
 
 
-def corpus_activations(model: Any, tokenizer: Any, texts: list[str], layer: int, path: Path,
-                       desc: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """(all tokens (N, d) fp16, offsets (len(texts) + 1,)) of `texts` at `layer`, cached at `path`."""
-    key = hashlib.sha256(json.dumps([layer, texts]).encode()).hexdigest()
-    if path.exists():
-        cached = torch.load(path, weights_only=True)
-        if cached["key"] == key:
-            return cached["acts"], cached["offsets"]
-    per_text: dict[int, torch.Tensor] = {}
-    for item in collect(model, tokenizer, texts, [layer], progress=desc):
-        per_text[item.index] = item.acts[layer].to(torch.float16)
-    lengths = torch.tensor([per_text[i].shape[0] for i in range(len(texts))])
-    offsets = torch.cat([torch.zeros(1, dtype=torch.long), lengths.cumsum(0)])
-    acts = torch.cat([per_text[i] for i in range(len(texts))])
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"key": key, "acts": acts, "offsets": offsets}, path)
-    return acts, offsets
-
-
 def _rows(acts: torch.Tensor, offsets: torch.Tensor, keep: np.ndarray) -> torch.Tensor:
     return torch.cat([acts[:0], *(acts[offsets[i] : offsets[i + 1]] for i in np.flatnonzero(keep))])
 
@@ -128,34 +118,35 @@ def run_train_sae(job: TrainSAEJob) -> dict[str, Any]:
     torch.manual_seed(job.train.seed)
     started = time.monotonic()
     job.work_dir.mkdir(parents=True, exist_ok=True)
-    records = _corpus(job)
+    corpus = load_corpus(build_corpus(job.model_dir, job.work_dir / "corpus.jsonl", job.data.corpus))
     model, tokenizer = load_lm(job.model_dir)
+    train_texts = sae_texts(corpus)
 
     probe = None
     layer = job.layer
     if layer is None:
         probe_path = job.work_dir / "probe.json"
-        key = hashlib.sha256(json.dumps([records, job.candidate_layers, job.probe_texts_per_class]).encode()).hexdigest()
+        labelled = [r for r in corpus if r["split"] == "selection" and r["label"] is not None]
+        key = hashlib.sha256(json.dumps([labelled, job.candidate_layers, job.probe_texts_per_class]).encode()).hexdigest()
         probe = json.loads(probe_path.read_text()) if probe_path.exists() else None
         if probe is None or probe.get("key") != key:
-            probe = probe_layers(model, tokenizer, records, job.candidate_layers, job.probe_texts_per_class,
-                                 job.corpus.seed)
+            probe = probe_layers(model, tokenizer, labelled, job.candidate_layers, job.probe_texts_per_class,
+                                 job.data.corpus.seed)
             probe["key"] = key
             probe_path.write_text(json.dumps(probe, indent=2))
         layer = int(probe["chosen"])
         logger.info("layer %d chosen (%s)", layer, probe["rule"])
 
-    corpus_texts = [r["text"] for r in records]
-    extra = docstring_texts(job.extra_texts, seed=job.corpus.seed)
-    c_acts, c_off = corpus_activations(model, tokenizer, corpus_texts, layer,
-                                       job.work_dir / f"acts_corpus_L{layer}.pt", "activations: corpus")
-    e_acts, e_off = corpus_activations(model, tokenizer, extra, layer,
+    extra = docstring_texts(job.extra_texts, seed=job.data.corpus.seed)
+    c_acts, c_off = cached_activations(model, tokenizer, train_texts, layer,
+                                       job.work_dir / f"acts_corpus_selection_L{layer}.pt", "activations: corpus")
+    e_acts, e_off = cached_activations(model, tokenizer, extra, layer,
                                        job.work_dir / f"acts_docstrings_L{layer}.pt", "activations: docstrings")
-    c_eval = _split(len(corpus_texts), job.eval_fraction, job.train.seed)
+    c_eval = _split(len(train_texts), job.eval_fraction, job.train.seed)
     e_eval = _split(len(extra), job.eval_fraction, job.train.seed + 1)
     train_acts = torch.cat([_rows(c_acts, c_off, ~c_eval), _rows(e_acts, e_off, ~e_eval)])
     eval_acts = torch.cat([_rows(c_acts, c_off, c_eval), _rows(e_acts, e_off, e_eval)])
-    eval_texts = [t for t, e in zip(corpus_texts, c_eval, strict=True) if e] + \
+    eval_texts = [t for t, e in zip(train_texts, c_eval, strict=True) if e] + \
                  [t for t, e in zip(extra, e_eval, strict=True) if e]
 
     ckpt = job.work_dir / f"sae_L{layer}_{job.train.architecture}_{job.train.d_sae}_k{job.train.k}.ckpt"
@@ -169,8 +160,9 @@ def run_train_sae(job: TrainSAEJob) -> dict[str, Any]:
     sae.save(job.out_dir)
     report = {
         "model_name": job.model_name, "layer": layer, "hook_name": sae.cfg.hook_name,
-        "train_spec": asdict(job.train), "corpus_spec": asdict(job.corpus),
-        "corpus": corpus_stats(records), "extra_texts": len(extra),
+        "train_spec": asdict(job.train), "data_spec": asdict(job.data),
+        "corpus": corpus_stats(corpus), "selection_texts": len(train_texts),
+        "extra_texts": len(extra),
         "train_tokens": int(train_acts.shape[0]), "eval_tokens": int(eval_acts.shape[0]),
         "eval_texts": len(eval_texts), "loss_texts": len(loss_texts), "layer_probe": probe, "training": train_log,
         "metrics": {k: round(v, 4) if isinstance(v, float) else v for k, v in metrics.items()},

@@ -1,8 +1,9 @@
-"""`train-sae` and `find-features` end to end on a tiny corpus, with the real SmolLM2 (transformers).
+"""`train-sae` and `find-features` end to end on tiny sets, with the real SmolLM2 (transformers).
 
 Small enough to run in the suite (a few dozen texts, a 64-latent SAE), but every stage is the
-real one: generation, judge labels, layer probe, activations, training, metrics, model card,
-feature ranking, detector fit, held-out report, and resuming from the work directory.
+real one: generation, judge labels, the instructed sets and their filter, layer probe,
+activations, training, metrics, model card, feature ranking, detector fit, held-out report, and
+resuming from the work directory.
 """
 
 from __future__ import annotations
@@ -14,18 +15,21 @@ import pytest
 from middleware.detection import FeatureSet
 from discovery.corpus import CorpusSpec, load_corpus
 from discovery.features_pipeline import FindFeaturesJob, run_find_features
+from discovery.instructed import FILTER_RULES, InstructedSpec, load_instructed
+from discovery.labelled import DataSpec
 from discovery.train import TrainSpec
 from discovery.train_pipeline import TrainSAEJob, run_train_sae
 from middleware.sae import load_sae
 from middleware.embedded import embedded_model_dir
 
 CORPUS = CorpusSpec(seed=1, scale=0.05, max_new_tokens=6, batch_size=32)
+DATA = DataSpec(corpus=CORPUS, instructed=InstructedSpec(seed=1, scale=0.01, max_new_tokens=20, batch_size=32))
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[TrainSAEJob, dict]:
     root = tmp_path_factory.mktemp("discovery")
-    job = TrainSAEJob(model_dir=embedded_model_dir(), work_dir=root / "work", out_dir=root / "sae", corpus=CORPUS,
+    job = TrainSAEJob(model_dir=embedded_model_dir(), work_dir=root / "work", out_dir=root / "sae", data=DATA,
                       train=TrainSpec(d_sae=64, k=4, epochs=1, batch_tokens=64, seed=1),
                       layer=None, candidate_layers=(2, 4), extra_texts=8, probe_texts_per_class=20, loss_texts=4)
     return job, run_train_sae(job)
@@ -36,6 +40,7 @@ def test_train_sae_writes_a_loadable_sae_with_its_model_card(trained: tuple[Trai
     records = load_corpus(job.work_dir / "corpus.jsonl")
     assert {r["source"] for r in records} >= {"wordlist", "benign_chat", "hard_negative", "wordlist_insult"}
     assert all(0 <= r["judge"] <= 1 and r["label"] in (0, 1, None) for r in records)
+    assert {r["split"] for r in records} == {"selection", "heldout"}
     assert report["layer"] in (2, 4) and report["layer_probe"]["chosen"] == report["layer"]
     sae = load_sae(job.out_dir)
     assert sae.cfg.architecture == "topk" and sae.cfg.d_sae == 64 and sae.cfg.hook_layer == report["layer"]
@@ -61,15 +66,24 @@ def test_find_features_writes_features_report_and_heldout(trained: tuple[TrainSA
     job, _ = trained
     out = job.out_dir.parent / "features.json"
     data = run_find_features(FindFeaturesJob(model_dir=job.model_dir, work_dir=job.work_dir, sae_dir=job.out_dir,
-                                             out=out, corpus=CORPUS, seed=1))
+                                             out=out, data=DATA, seed=1, n_boot=50))
+    instructed = load_instructed(job.work_dir / "instructed.jsonl")
+    assert {r["kind"] for r in instructed} >= {"insult", "threat", "compliment", "moderation note"}
+    assert all(r["dropped"] in (None, *FILTER_RULES) for r in instructed)
+    assert all(r["line"] for r in instructed if r["dropped"] is None)
+    assert {r["split"] for r in instructed} == {"selection", "heldout"}
     fs = FeatureSet.load(out)
     assert fs.features and len(fs.weights) == len(fs.features) and all(w >= 0 for w in fs.weights)
     assert fs.sae_path == str(job.out_dir.resolve())
     held = data["heldout"]
-    assert 0 <= held["detector"]["auroc"] <= 1
-    assert set(held["peers"]) == {"alt-profanity-check", "better-profanity"}
-    assert held["peers"]["alt-profanity-check"]["labels_from_this_judge"]
-    assert len(held["hard_negatives"]["phrases"]) > 0
-    lines = (out.parent / "heldout.jsonl").read_text().splitlines()
-    assert len(lines) == held["texts"] and all(json.loads(x)["label"] in (0, 1) for x in lines)
-    assert "Held-out split" in (out.parent / "features_report.md").read_text()
+    assert set(held["scorers"]) == {"detector", "alt-profanity-check", "better-profanity"}
+    for m in held["scorers"].values():
+        lexical = m["unions"]["lexical"]["auroc"]
+        assert 0 <= lexical[0] <= 1 and lexical[1] <= lexical[2]
+        assert "benign" in m["categories"] and "false_positive_rate" in m["categories"]["benign"]
+    assert len(held["checks"]["seed_phrases"]) > 0
+    assert set(data["data"]["filter"]) >= {"insult", "compliment"}
+    rows = [json.loads(x) for x in (out.parent / "heldout.jsonl").read_text().splitlines()]
+    assert len(rows) == held["texts"] and all(r["label"] in (0, 1) and r["category"] for r in rows)
+    report = (out.parent / "features_report.md").read_text()
+    assert "Held-out split" in report and "Labelled data" in report

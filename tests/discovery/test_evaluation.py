@@ -1,0 +1,44 @@
+"""Held-out metrics and their group-bootstrap intervals on synthetic scores."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from discovery.evaluation import scorer_metrics
+from discovery.features_pipeline import _operating_point
+from discovery.intervals import group_bootstrap
+
+
+def _texts(categories: list[str]) -> list[dict]:
+    toxic = {"profanity", "insult", "threat", "identity/dehumanising"}
+    return [{"category": c, "label": int(c in toxic), "group": f"g{i // 2}"} for i, c in enumerate(categories)]
+
+
+def test_group_bootstrap_brackets_the_value_and_resamples_groups() -> None:
+    values = np.arange(40, dtype=float)
+    est = group_bootstrap(lambda i: float(values[i].mean()), [f"g{i // 4}" for i in range(40)], n_boot=300)
+    assert est[1] < est[0] < est[2]
+    # one group: every resample is that group, the interval collapses
+    assert group_bootstrap(lambda i: float(values[i].mean()), ["g"] * 40, n_boot=50)[1:] == (19.5, 19.5)
+
+
+def test_scorer_metrics_per_category_and_union() -> None:
+    cats = ["insult"] * 20 + ["profanity"] * 20 + ["benign"] * 20 + ["benign-hard"] * 20
+    scores = np.array([0.9] * 20 + [0.2] * 20 + [0.1] * 20 + [0.6] * 10 + [0.05] * 10)
+    m = scorer_metrics(scores, _texts(cats), 0.5, n_boot=100)
+    assert m["categories"]["insult"]["recall"][0] == 1.0 and m["categories"]["profanity"]["recall"][0] == 0.0
+    assert m["categories"]["benign"]["false_positive_rate"][0] == 0.0
+    assert m["categories"]["benign-hard"]["false_positive_rate"][0] == pytest.approx(0.5)
+    assert m["unions"]["non-lexical"]["auroc"][0] == 1.0
+    assert m["unions"]["lexical"]["auroc"][0] == pytest.approx(30 / 40)  # 0.2 beats 0.1 and 0.05, not 0.6
+
+
+def test_operating_point_keeps_benign_flags_within_budget() -> None:
+    rng = np.random.default_rng(0)
+    scores = rng.random(400)
+    cats = np.array(["benign"] * 200 + ["benign-hard"] * 200)
+    t = _operating_point(scores, cats)
+    for c in ("benign", "benign-hard"):
+        assert (scores[cats == c] >= t).mean() <= 0.03
+    assert (scores >= t - 0.02).mean() > 0.03  # and not needlessly high
