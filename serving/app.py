@@ -36,6 +36,8 @@ def _model_server(cfg: ModelConfig, engine_cls: type[Engine], drain_s: float) ->
         "name": model_deployment_name(cfg.name),
         "ray_actor_options": {"num_cpus": dep.num_cpus},
         "max_ongoing_requests": dep.max_ongoing_requests,
+        # A bound on each caller's queue: beyond it the ingress gets BackPressureError, answered 503.
+        "max_queued_requests": dep.max_queued_requests,
         # Loading and (first-time) compiling the model takes minutes on a small CPU box.
         "health_check_timeout_s": 120,
         # In-flight requests get this long to finish when a replica stops (GatewayConfig.front.drain_s).

@@ -6,6 +6,7 @@ HTTP errors and unexpected exceptions into the OpenAI shape with a proper status
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any
 
@@ -17,7 +18,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from serving.engine.base import EngineError, error_type_for
 
-__all__ = ["GatewayError", "error_response", "from_validation_error", "install_error_handlers"]
+__all__ = ["GatewayError", "error_event", "error_response", "from_validation_error", "install_error_handlers"]
 
 logger = logging.getLogger(__name__)
 
@@ -34,6 +35,12 @@ class GatewayError(Exception):
 
 def error_response(error: EngineError, headers: dict[str, str] | None = None) -> JSONResponse:
     return JSONResponse(error.body(), status_code=error.status, headers=headers)
+
+
+def error_event(error: EngineError) -> str:
+    """The error as a server-sent event, for a stream that fails after its 200 went out (the openai
+    client raises APIError on it)."""
+    return f"data: {json.dumps(error.body(), separators=(',', ':'))}\n\n"
 
 
 def _loc(loc: tuple[Any, ...]) -> str | None:
