@@ -40,6 +40,7 @@ from serving.admission import Admission, Ticket, overloaded, request_timeout, up
 from serving.config import GatewayConfig
 from serving.engine.base import EngineError, SSEChunk, UsageReport
 from serving.errors import GatewayError, error_event, error_response, from_validation_error, install_error_handlers
+from serving.openapi import install_openapi
 from serving.request_limits import read_body
 from serving.protocol import ChatCompletionRequest, CompletionRequest, GatewayRequest, SteeringRequest
 
@@ -49,6 +50,7 @@ logger = logging.getLogger(__name__)
 
 app = FastAPI(title="steergate", description="OpenAI-compatible gateway with SAE-based safety steering")
 install_error_handlers(app)
+install_openapi(app)
 
 HEALTH_PROBE_TIMEOUT_S = 5.0
 # /metrics asks each model server for its engine's queue; a slow answer leaves the last value.
