@@ -92,6 +92,8 @@ class GatewayMetrics:
             self.prompt_tokens.labels(model)
             for reason in REJECTION_REASONS:
                 self.rejected.labels(model, reason)
+            for state in ("running", "waiting"):
+                self.engine_requests.labels(model, state)
         self.add_policies(models, policies)
 
     def add_policies(self, models: list[str], policies: Iterable[str]) -> None:

@@ -36,7 +36,14 @@ from policies import (
     effective_steering,
     retry_after_header,
 )
-from serving.admission import Admission, Ticket, overloaded, request_timeout, upstream_failure
+from serving.admission import (
+    UNAVAILABLE_RETRY_AFTER_S,
+    Admission,
+    Ticket,
+    overloaded,
+    request_timeout,
+    upstream_failure,
+)
 from serving.config import GatewayConfig
 from serving.engine.base import EngineError, SSEChunk, UsageReport
 from serving.errors import GatewayError, error_event, error_response, from_validation_error, install_error_handlers
@@ -176,8 +183,10 @@ class Ingress:
         if isinstance(first, EngineError):
             if first.safety is not None:  # refused by the policy (a blocked prompt)
                 self._record_safety(ctx, first.safety, body_text=None)
+            self._count_refusal(ctx.model, first)
             self._observe(ctx, ctx.model, first.status, started)
-            return error_response(first, ctx.headers)
+            retry = {"Retry-After": str(UNAVAILABLE_RETRY_AFTER_S)} if first.status == 503 else {}
+            return error_response(first, {**ctx.headers, **retry})
         if isinstance(first, dict):
             usage = first.get("usage") or {}
             self._account(ctx, usage.get("prompt_tokens", 0), usage.get("completion_tokens", 0))

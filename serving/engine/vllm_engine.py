@@ -40,11 +40,21 @@ def _set_cpu_env(config: ModelConfig) -> None:
     os.environ["VLLM_CPU_OMP_THREADS_BIND"] = f"0-{cores - 1}" if bind == "auto" else bind
 
 
+def engine_unavailable() -> EngineError:
+    """The answer while this replica's engine is dead: Ray Serve replaces the replica (its health check
+    fails), so the client should retry rather than see a 500."""
+    return EngineError("the model's engine stopped; its replica is being replaced: retry shortly",
+                       type="server_error", code="model_unavailable", status=503)
+
+
 def _engine_error(error: Any) -> EngineError:
     """vLLM's ErrorResponse, or an exception vLLM raised, as our OpenAI-shaped error."""
     from vllm.entrypoints.serve.engine.protocol import ErrorResponse
     from vllm.entrypoints.serve.exception_handling.error_response import create_error_response
+    from vllm.v1.engine.exceptions import EngineDeadError
 
+    if isinstance(error, EngineDeadError):
+        return engine_unavailable()
     if not isinstance(error, ErrorResponse):
         if not isinstance(error, Exception):
             raise TypeError(error)
@@ -177,6 +187,9 @@ class VLLMEngine(Engine):
         from vllm.entrypoints.serve.engine.protocol import ErrorResponse
         from vllm.utils import random_uuid
 
+        if self.engine.errored:  # the engine core died: nothing to run it on
+            yield engine_unavailable()
+            return
         rid = random_uuid()
         request.request_id = rid
         engine_args = {"rid": rid, **request.middleware_args()}

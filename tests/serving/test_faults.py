@@ -13,8 +13,8 @@ processes never touches the session gateway the other tests use:
   in-flight stream ends promptly with an OpenAI-shaped error event, /health is 503 while Ray Serve
   replaces the replica and 200 after, and new requests succeed.
 
-The gateway runs two ingress replicas (the multi-replica semantics are tested in
-tests/serving/test_replicas.py on the same kind of gateway).
+The gateway runs two ingress replicas, which also shows what is per replica (docs/operations.md,
+"Multiple ingress replicas"): rate limits, /metrics; and what converges (policy reload).
 """
 
 from __future__ import annotations
@@ -39,7 +39,8 @@ from middleware.sae import load_sae_config
 from tests.conftest import MODEL
 from tests.serving.subprocess_gateway import Gateway, free_port
 
-KEY_A, KEY_B = "sk-fault-a", "sk-fault-b"
+KEY_A, KEY_B, KEY_LIMITED, KEY_M = "sk-fault-a", "sk-fault-b", "sk-fault-limited", "sk-fault-m"
+LIMITED_RPM = 4
 REQUEST_TIMEOUT_S = 20.0
 LAYER = load_sae_config(FeatureSet.load(EMBEDDED_FEATURES).sae_path).hook_layer
 CONFIG = f"""\
@@ -60,9 +61,13 @@ anonymous_tenant: null
 policies:
   a: {{steering: {{tier: "off"}}, limits: {{requests_per_minute: 10000}}}}
   b: {{steering: {{tier: light, allow_override: false}}, limits: {{requests_per_minute: 10000}}}}
+  limited: {{steering: {{tier: "off"}}, limits: {{requests_per_minute: {LIMITED_RPM}}}}}
+  m: {{steering: {{tier: "off"}}}}
 tenants:
   ta: {{policy: a, keys: ["{KEY_A}"]}}
   tb: {{policy: b, keys: ["{KEY_B}"]}}
+  tl: {{policy: limited, keys: ["{KEY_LIMITED}"]}}
+  tm: {{policy: m, keys: ["{KEY_M}"]}}
 """
 # Recovery after a kill: Ray Serve replaces the replica, which loads its engine again.
 RECOVERY_TIMEOUT_S = 600.0
@@ -238,6 +243,45 @@ def test_a_deleted_or_unreadable_policy_file_keeps_the_old_policies(fault_gatewa
 
     _wait_until(medium_everywhere, 20)
     path.write_text(original)
+
+
+# ---- two ingress replicas: what is per replica ---------------------------------------------------
+
+async def _burst(url: str, key: str, n: int, concurrency: int) -> list[int]:
+    sem = asyncio.Semaphore(concurrency)
+
+    async def one(client: httpx.AsyncClient) -> int:
+        async with sem:
+            r = await client.post("/v1/completions", headers=_auth(key),
+                                  json={"model": MODEL, "prompt": "Hi", "max_tokens": 1})
+            return r.status_code
+
+    async with httpx.AsyncClient(base_url=url, timeout=120) as client:
+        return list(await asyncio.gather(*(one(client) for _ in range(n))))
+
+
+def test_rate_limits_are_per_ingress_replica(fault_gateway: Gateway) -> None:
+    """Each of the 2 replicas enforces the tenant's limit on the share it receives: a burst gets more
+    than one replica's allowance, never more than both together (documented semantics)."""
+    codes = asyncio.run(_burst(fault_gateway.url, KEY_LIMITED, 6 * LIMITED_RPM, concurrency=4))
+    admitted = codes.count(200)
+    assert set(codes) <= {200, 429}
+    assert LIMITED_RPM < admitted <= 2 * LIMITED_RPM, codes
+
+
+def test_metrics_are_per_ingress_replica(fault_gateway: Gateway) -> None:
+    """/metrics answers with the counters of the replica that took the scrape: after requests spread over
+    both, scrapes disagree, and none counts them all."""
+    sent = 24
+    assert asyncio.run(_burst(fault_gateway.url, KEY_M, sent, concurrency=4)).count(200) == sent
+
+    def count() -> float:
+        text = httpx.get(f"{fault_gateway.url}/metrics", timeout=30).text
+        return sum(float(x.rsplit(" ", 1)[1]) for x in text.splitlines()
+                   if x.startswith("steergate_requests_total{") and 'policy="m"' in x and 'status="200"' in x)
+
+    seen = {count() for _ in range(12)}
+    assert len(seen) == 2 and max(seen) < sent <= sum(seen), seen
 
 
 # ---- processes killed mid-stream ---------------------------------------------------------------
