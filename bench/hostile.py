@@ -113,6 +113,10 @@ def check_answer(request: HostileRequest, status: int, headers: dict[str, str], 
         return f"server error {status}: {body[:200]!r}"
     if request.method == "HEAD":
         return None  # no body by definition
+    if request.invalid_http and status == 400:
+        # Not HTTP/1.1 at all: HAProxy's parser refuses it with its fixed page before any request exists
+        # (HAProxy 2.8 applies error files only to requests it parsed; docs/operations.md, Fuzzing).
+        return None
     if status >= 400:
         return _openai_error(body)
     if status >= 300:
@@ -130,43 +134,46 @@ def check_answer(request: HostileRequest, status: int, headers: dict[str, str], 
 
 # ---- raw HTTP -------------------------------------------------------------------------------------
 
-def _dechunk(data: bytes) -> bytes:
-    out, rest = bytearray(), data
-    while rest:
-        size_line, _, rest = rest.partition(b"\r\n")
-        try:
-            size = int(size_line.split(b";")[0], 16)
-        except ValueError:
-            break
-        if size == 0:
-            break
-        out += rest[:size]
-        rest = rest[size + 2:]
-    return bytes(out)
+async def _read_answer(reader: asyncio.StreamReader) -> tuple[int, dict[str, str], bytes]:
+    """One HTTP/1.1 response: status, headers (lower-case names), body (de-chunked). The body is read by
+    its framing, not to EOF: a server may keep the connection open (e.g. after answering a request
+    whose announced body never arrived)."""
+    head = await reader.readuntil(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    parts = lines[0].split(" ", 2)
+    if len(parts) < 2 or not parts[0].startswith("HTTP/"):
+        raise ConnectionError(f"no HTTP answer ({head[:80]!r})")
+    headers = {}
+    for line in lines[1:]:
+        if line:
+            name, _, value = line.partition(":")
+            headers[name.strip().lower()] = value.strip()
+    if headers.get("transfer-encoding", "").lower() == "chunked":
+        body = bytearray()
+        while True:
+            size = int((await reader.readuntil(b"\r\n")).split(b";")[0], 16)
+            if size == 0:
+                break
+            body += await reader.readexactly(size)
+            await reader.readexactly(2)
+        return int(parts[1]), headers, bytes(body)
+    if "content-length" in headers:
+        return int(parts[1]), headers, await reader.readexactly(int(headers["content-length"]))
+    return int(parts[1]), headers, await reader.read(-1)
 
 
 async def send_raw(host: str, port: int, raw: bytes, timeout_s: float) -> tuple[int, dict[str, str], bytes]:
-    """Write `raw`, read the whole answer (every request says `Connection: close`). Raises on no answer."""
-    reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout_s)
+    """Write `raw`, read one answer. Raises on no answer (connection closed first, or `timeout_s`)."""
+    reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port, limit=2**24), timeout_s)
     try:
         writer.write(raw)
         # No half-close after the request: HAProxy (option abortonclose) takes it for an abort.
         await writer.drain()
-        data = await asyncio.wait_for(reader.read(-1), timeout_s)
+        return await asyncio.wait_for(_read_answer(reader), timeout_s)
+    except asyncio.IncompleteReadError as e:
+        raise ConnectionError(f"connection closed before a whole answer ({len(e.partial)} bytes)") from None
     finally:
         writer.close()
-    head, _, body = data.partition(b"\r\n\r\n")
-    lines = head.decode("latin-1").split("\r\n")
-    parts = lines[0].split(" ", 2)
-    if len(parts) < 2 or not parts[0].startswith("HTTP/"):
-        raise ConnectionError(f"no HTTP answer ({len(data)} bytes: {data[:80]!r})")
-    headers = {}
-    for line in lines[1:]:
-        name, _, value = line.partition(":")
-        headers[name.strip().lower()] = value.strip()
-    if headers.get("transfer-encoding", "").lower() == "chunked":
-        body = _dechunk(body)
-    return int(parts[1]), headers, body
 
 
 async def _one(request: HostileRequest, host: str, port: int, timeout_s: float) -> Outcome:

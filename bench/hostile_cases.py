@@ -15,6 +15,9 @@ from dataclasses import dataclass, field
 __all__ = ["CATEGORIES", "HostileRequest", "corpus"]
 
 CHAT, COMPLETIONS = "/v1/chat/completions", "/v1/completions"
+# HAProxy's buffer (Ray's tune.bufsize): a request head must fit in it.
+HEADER_BUFFER_BYTES = 15_000
+HAPROXY_MAX_HEADERS = 95  # tune.http.maxhdr is 101, with a few taken by the request's own
 MODEL = "smollm2-135m-instruct"
 
 
@@ -29,6 +32,9 @@ class HostileRequest:
     # Raw head bytes that replace the generated ones (framing abuse); None: generated from the fields.
     head: bytes | None = None
     content_length: bool = True  # add a Content-Length header matching the body
+    # Not valid HTTP/1.1 (header syntax, control bytes, conflicting framing, headers beyond HAProxy's
+    # 16 KB buffer): refused by the front's HTTP parser, which may answer with its own 400 page.
+    invalid_http: bool = False
 
     def raw(self, host: str) -> bytes:
         if self.head is not None:
@@ -55,6 +61,11 @@ def _completion(rng: random.Random, **extra: object) -> dict[str, object]:
 
 def _base(rng: random.Random) -> tuple[str, dict[str, object]]:
     return (CHAT, _chat(rng)) if rng.random() < 0.6 else (COMPLETIONS, _completion(rng))
+
+
+def _invalid_header_value(value: bytes) -> bool:
+    """Control bytes (NUL, CR, DEL) are not allowed in an HTTP/1.1 header value (RFC 9110 5.5)."""
+    return any(b < 0x20 and b != 0x09 or b == 0x7F for b in value)
 
 
 def _dump(obj: object) -> bytes:
@@ -244,18 +255,19 @@ def header_abuse(rng: random.Random) -> HostileRequest:
     if choice == 0:
         size = rng.choice([1_000, 8_000, 20_000, 100_000])
         return _req("header_abuse", f"header of {size} bytes", data, path, head=start + cl + b"X-Big: " + b"a" * size
-                    + b"\r\n" + end)
+                    + b"\r\n" + end, invalid_http=size > HEADER_BUFFER_BYTES)
     if choice == 1:
         count = rng.choice([50, 200, 1000])
         many = b"".join(f"X-H{i}: v\r\n".encode() for i in range(count))
-        return _req("header_abuse", f"{count} headers", data, path, head=start + cl + many + end)
+        return _req("header_abuse", f"{count} headers", data, path, head=start + cl + many + end,
+                    invalid_http=count > HAPROXY_MAX_HEADERS)
     if choice == 2:
         return _req("header_abuse", "two Content-Lengths", data, path,
-                    head=start + cl + f"Content-Length: {len(data) + 5}\r\n".encode() + end)
+                    head=start + cl + f"Content-Length: {len(data) + 5}\r\n".encode() + end, invalid_http=True)
     if choice == 3:
         value = rng.choice([b"-1", b"abc", b"99999999999999999999", b"1e3", b" "])
         return _req("header_abuse", f"Content-Length {value!r}", data, path,
-                    head=start + b"Content-Length: " + value + b"\r\n" + end)
+                    head=start + b"Content-Length: " + value + b"\r\n" + end, invalid_http=True)
     if choice == 4:
         return _req("header_abuse", "Content-Length longer than body", data, path,
                     head=start + f"Content-Length: {len(data) + 100}\r\n".encode() + end)
@@ -264,7 +276,8 @@ def header_abuse(rng: random.Random) -> HostileRequest:
                     head=start + f"Content-Length: {len(data) // 2}\r\n".encode() + end)
     if choice == 6:
         chunked = b"zz\r\n" + data + b"\r\n0\r\n\r\n"
-        return _req("header_abuse", "bad chunk size", chunked, path, head=start + b"Transfer-Encoding: chunked\r\n" + end)
+        return _req("header_abuse", "bad chunk size", chunked, path, head=start + b"Transfer-Encoding: chunked\r\n" + end,
+                    invalid_http=True)
     if choice == 7:
         chunked = f"{len(data):x}\r\n".encode() + data + b"\r\n0\r\n\r\n"
         return _req("header_abuse", "chunked + Content-Length", chunked, path,
@@ -272,9 +285,10 @@ def header_abuse(rng: random.Random) -> HostileRequest:
     if choice == 8:
         value = rng.choice([b"\x00", b"caf\xe9", b"\xff\xfe", b"a\rb", b"\x7f"])
         return _req("header_abuse", f"header bytes {value!r}", data, path,
-                    head=start + cl + b"X-Odd: " + value + b"\r\n" + end)
+                    head=start + cl + b"X-Odd: " + value + b"\r\n" + end, invalid_http=_invalid_header_value(value))
     if choice == 9:
-        return _req("header_abuse", "line without colon", data, path, head=start + cl + b"NoColonHere\r\n" + end)
+        return _req("header_abuse", "line without colon", data, path, head=start + cl + b"NoColonHere\r\n" + end,
+                    invalid_http=True)
     if choice == 10:
         spoof = [("x-steergate-policy", b"open"), ("x-steergate-tenant", b"acme"), ("X-Forwarded-For", b"127.0.0.1"),
                  ("x-request-id", b"req-other"), ("x-steergate-arm", b"control"), ("X-Api-Key", b"sk-acme")]
@@ -299,10 +313,11 @@ def content_types(rng: random.Random) -> HostileRequest:
     ]
     ctype, payload, label = rng.choice(options)
     headers = [] if ctype is None else [("Content-Type", ctype)]
+    invalid = ctype is not None and _invalid_header_value(ctype)
     if label == "gzip bytes" or rng.random() < 0.1:
         headers.append(("Content-Encoding", b"gzip"))
         label += " + Content-Encoding gzip"
-    return _req("content_types", label, payload, path, headers=headers)
+    return _req("content_types", label, payload, path, headers=headers, invalid_http=invalid)
 
 
 def authorization(rng: random.Random) -> HostileRequest:
@@ -315,7 +330,8 @@ def authorization(rng: random.Random) -> HostileRequest:
     headers = [("Content-Type", b"application/json"), ("Authorization", value)]
     if rng.random() < 0.2:
         headers.append(("Authorization", b"Bearer sk-acme"))  # a second one
-    return _req("authorization", f"{value[:30]!r} ({len(value)} bytes)", body, path, headers=headers)
+    return _req("authorization", f"{value[:30]!r} ({len(value)} bytes)", body, path, headers=headers,
+                invalid_http=_invalid_header_value(value) or len(value) > HEADER_BUFFER_BYTES)
 
 
 def methods_paths(rng: random.Random) -> HostileRequest:
@@ -327,7 +343,7 @@ def methods_paths(rng: random.Random) -> HostileRequest:
                       "/v1/embeddings", "/docs", "/openapi.json", "/metrics"])
     headers = [("Content-Type", b"application/json")]
     return HostileRequest("methods_paths", f"{method} {odd[:60]}", _dump(body), method=method, path=odd,
-                          headers=headers)
+                          headers=headers, invalid_http=len(odd) > HEADER_BUFFER_BYTES or "%00" in odd)
 
 
 CATEGORIES: dict[str, Callable[[random.Random], HostileRequest]] = {

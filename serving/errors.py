@@ -33,8 +33,16 @@ class GatewayError(Exception):
         self.headers = headers
 
 
+class _AsciiJSONResponse(JSONResponse):
+    """JSON with non-ASCII escaped: an error message may quote what the client sent, and a string that
+    is not valid Unicode must still render (as an escape) rather than fail the error response itself."""
+
+    def render(self, content: Any) -> bytes:
+        return json.dumps(content, separators=(",", ":")).encode("ascii")
+
+
 def error_response(error: EngineError, headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse(error.body(), status_code=error.status, headers=headers)
+    return _AsciiJSONResponse(error.body(), status_code=error.status, headers=headers)
 
 
 def error_event(error: EngineError) -> str:

@@ -21,6 +21,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from pydantic import ValidationError
+from vllm.exceptions import VLLMClientError
 
 from middleware.hooks import load_middleware
 from middleware.metrics import NO_POLICY, REJECTION_REASONS, GatewayMetrics
@@ -55,7 +56,9 @@ __all__ = ["app", "Ingress"]
 
 logger = logging.getLogger(__name__)
 
-app = FastAPI(title="steergate", description="OpenAI-compatible gateway with SAE-based safety steering")
+# No redirect from /v1/completions/ to /v1/completions: an unknown path is an OpenAI-shaped 404, as at OpenAI.
+app = FastAPI(title="steergate", description="OpenAI-compatible gateway with SAE-based safety steering",
+              redirect_slashes=False)
 install_error_handlers(app)
 install_openapi(app)
 
@@ -313,6 +316,10 @@ class Ingress:
             request = model_cls.model_validate(body)
         except ValidationError as e:
             raise from_validation_error(e) from e
+        except (VLLMClientError, ValueError, TypeError, OverflowError) as e:
+            # vLLM's validators raise VLLMValidationError through pydantic as is; its str() echoes the value.
+            message = str(e.args[0]) if e.args else type(e).__name__
+            raise GatewayError(400, message[:500], param=getattr(e, "parameter", None), code="invalid_value") from e
         if policy.actions.completion == "stop" and (request.n or 1) > 1:
             raise GatewayError(400, f"policy '{policy.name}' stops toxic output, which needs one choice per "
                                "request: n must be 1", param="n", code="invalid_value")

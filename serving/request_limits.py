@@ -7,7 +7,10 @@ bounded read and one walk over the parsed JSON, never a tokenizer pass or an eng
 - time: a body that does not arrive within `body_timeout_s` is refused (408);
 - JSON: not UTF-8, not JSON, nested past Python's recursion limit, or not an object (400);
 - structure: nesting depth, string length and message count, walked without recursion (400, with
-  the offending field's path in `param`).
+  the offending field's path in `param`);
+- text: strings that are not Unicode text (lone surrogates, which Python's JSON parser lets through
+  both as `\\ud800` escapes and as raw surrogate bytes) are refused here, before a tokenizer or a
+  response encoder chokes on them (400).
 """
 
 from __future__ import annotations
@@ -71,6 +74,7 @@ def check_structure(body: dict[str, Any], limits: LimitsConfig) -> None:
             if len(value) > limits.max_string_chars:
                 raise GatewayError(400, f"{path or 'body'}: strings may be at most {limits.max_string_chars} "
                                    f"characters, got {len(value)}", param=path or None, code="string_too_long")
+            _check_text(value, path)
             continue
         if not isinstance(value, dict | list):
             continue
@@ -82,7 +86,17 @@ def check_structure(body: dict[str, Any], limits: LimitsConfig) -> None:
                 raise GatewayError(400, f"a field name in {path or 'the body'} is longer than "
                                    f"{limits.max_string_chars} characters", param=path or None,
                                    code="string_too_long")
+            if isinstance(key, str):
+                _check_text(key, path)
             stack.append((item, depth + 1, f"{path}.{key}" if path else str(key)))
+
+
+def _check_text(value: str, path: str) -> None:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise GatewayError(400, f"{path or 'body'}: not valid Unicode text (a lone surrogate)", param=path or None,
+                           code="invalid_unicode") from None
 
 
 def _too_large(limits: LimitsConfig) -> GatewayError:

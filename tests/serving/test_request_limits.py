@@ -78,3 +78,9 @@ def test_long_strings_and_keys_and_many_messages() -> None:
         check_structure({"messages": [{"role": "user", "content": "x"}] * 5}, LIMITS)
     assert (e.value.error.code, e.value.error.param) == ("too_many_messages", "messages")
     check_structure({"messages": [{"role": "user", "content": "x" * 100}] * 4}, LIMITS)  # at the limits: fine
+
+
+@pytest.mark.parametrize("data", [b'{"model": "\\ud800"}', b'{"m": "a\xed\xa0\x80b"}', b'{"\\udfff": 1}'])
+def test_strings_that_are_not_unicode_text_are_400(data: bytes) -> None:
+    err = _error([data])
+    assert (err.error.status, err.error.code) == (400, "invalid_unicode")
