@@ -34,6 +34,7 @@ import torch
 from middleware.sae import SAE
 
 __all__ = [
+    "GATHER_ON",
     "MODES",
     "GateSpec",
     "InterventionSpec",
@@ -47,6 +48,8 @@ __all__ = [
 
 Mode = Literal["add", "clamp", "ablate"]
 MODES: tuple[str, ...] = get_args(Mode)
+# Device types where apply_steering gathers the steerable tokens by default (no device to wait for).
+GATHER_ON: tuple[str, ...] = ("cpu",)
 # mode -> (a per unit of strength, b) in delta = (a + b * f_f(h)) * d_f.
 _AFFINE: dict[str, tuple[float, float]] = {"add": (1.0, 0.0), "clamp": (1.0, -1.0), "ablate": (0.0, -1.0)}
 
@@ -231,13 +234,21 @@ class PlanBatch:
 
 
 def apply_steering(
-    h: torch.Tensor, sae: SAE, batch: PlanBatch, token_mask: torch.Tensor | None = None
+    h: torch.Tensor, sae: SAE, batch: PlanBatch, token_mask: torch.Tensor | None = None, *, dense: bool | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Steer the residual stream h (T, d_in) of a batch of requests.
 
     `token_mask` (T,) bool marks the tokens that may be steered (e.g. generated, non-special);
     default all. Returns the new h (T, d_in), a new tensor in h's dtype, and changed (T,) bool:
     the tokens whose h actually moved (steerable, gate open, non-zero delta).
+
+    `dense` computes the edit for every token and masks it, with shapes that do not depend on the
+    data: no host synchronisation (a `nonzero` would wait for the device, and a CUDA graph cannot
+    capture a data-dependent shape). Gathered (dense=False) encodes only the steerable tokens first,
+    less work where few are steerable (a long prompt whose generated tokens alone are steered), and on
+    a CPU there is no device to wait for. Default: gathered on CPU, dense elsewhere; both give the same
+    result (tests/middleware/test_interventions.py), and bench/steering_sync.py measures both on CPU.
+    The default follows `GATHER_ON`.
     """
     n_tokens = h.shape[0]
     if batch.rows.shape != (n_tokens,):
@@ -245,30 +256,41 @@ def apply_steering(
     allowed = batch.enabled[batch.rows]  # (T,)
     if token_mask is not None:
         allowed = allowed & token_mask.to(allowed.device, torch.bool)
+    if dense if dense is not None else h.device.type not in GATHER_ON:
+        h_all = h.to(sae.dtype)  # (T, d_in)
+        delta, open_gate = _deltas(h_all, batch.rows, sae, batch)
+        moved = allowed & open_gate & (delta != 0).any(dim=-1)  # (T,)
+        # Untouched tokens keep their exact original values (no round trip through the SAE dtype).
+        return torch.where(moved[:, None], (h_all + delta).to(h.dtype), h), moved
     sel = allowed.nonzero().squeeze(-1)  # (S,) only these tokens are encoded and changed
     changed = torch.zeros(n_tokens, dtype=torch.bool, device=h.device)
     if sel.numel() == 0:
         return h.clone(), changed
-    rows = batch.rows[sel]  # (S,)
     h_sel = h[sel].to(sae.dtype)  # (S, d_in)
-    delta = torch.zeros_like(h_sel)  # (S, d_in)
-    open_gate = torch.ones_like(rows, dtype=torch.bool)  # (S,)
-    if batch.features.numel():
-        coef = batch.const[rows]  # (S, U)
-        if batch.needs_activations:
-            acts = sae.encode_features(h_sel, batch.features)  # (S, U), all from the original h
-            coef = coef + batch.act_coef[rows] * acts
-            fires = (acts > batch.gate_thresholds[rows]).any(dim=-1)  # (S,)
-            open_gate = ~batch.gated[rows] | fires
-        delta = coef @ sae.decoder_directions(batch.features)  # (S, U) @ (U, d_in)
-    if batch.vector is not None:
-        delta = delta + batch.vector[rows]
+    delta, open_gate = _deltas(h_sel, batch.rows[sel], sae, batch)
     moved = open_gate & (delta != 0).any(dim=-1)  # (S,)
-    # Untouched tokens keep their exact original values (no round trip through the SAE dtype).
     h_new = h.clone()
     h_new[sel] = torch.where(moved[:, None], (h_sel + delta).to(h.dtype), h[sel])
     changed[sel] = moved
     return h_new, changed
+
+
+def _deltas(x: torch.Tensor, rows: torch.Tensor, sae: SAE, batch: PlanBatch) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each token's edit and whether its gate is open: x (N, d_in) in the SAE dtype, rows (N,) the
+    token's plan row -> delta (N, d_in), open_gate (N,) bool."""
+    delta = torch.zeros_like(x)  # (N, d_in)
+    open_gate = torch.ones_like(rows, dtype=torch.bool)  # (N,)
+    if batch.features.numel():
+        coef = batch.const[rows]  # (N, U)
+        if batch.needs_activations:
+            acts = sae.encode_features(x, batch.features)  # (N, U), all from the original h
+            coef = coef + batch.act_coef[rows] * acts
+            fires = (acts > batch.gate_thresholds[rows]).any(dim=-1)  # (N,)
+            open_gate = ~batch.gated[rows] | fires
+        delta = coef @ sae.decoder_directions(batch.features)  # (N, U) @ (U, d_in)
+    if batch.vector is not None:
+        delta = delta + batch.vector[rows]
+    return delta, open_gate
 
 
 def apply_plan(

@@ -12,9 +12,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-__all__ = ["GatewayMetrics", "LATENCY_BUCKETS_S", "NO_POLICY", "TOXICITY_BUCKETS"]
+__all__ = ["GatewayMetrics", "LATENCY_BUCKETS_S", "NO_POLICY", "REJECTION_REASONS", "TOXICITY_BUCKETS"]
 
 LATENCY_BUCKETS_S = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 TOXICITY_BUCKETS = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 1.0)
@@ -22,6 +22,7 @@ PERPLEXITY_BUCKETS = (2, 5, 10, 20, 50, 100, 200, 500, 1000)
 ENDPOINTS = ("chat", "completions")
 PHASES = ("prompt", "completion")
 NO_POLICY = "none"
+REJECTION_REASONS = ("server_overloaded", "model_unavailable", "request_timeout")
 
 
 class GatewayMetrics:
@@ -71,12 +72,28 @@ class GatewayMetrics:
             "steergate_policy_reloads_total", "Policy file reloads, by result (success, failure).",
             ["result"], registry=registry,
         )
+        self.in_flight = Gauge(
+            "steergate_requests_in_flight", "Generation requests this ingress replica holds (waiting for the "
+            "engine or generating); bounded by admission.max_in_flight.", registry=registry,
+        )
+        self.rejected = Counter(
+            "steergate_rejected_total", "Requests refused or ended by backpressure or failure, by reason "
+            "(server_overloaded, model_unavailable, request_timeout).", ["model", "reason"], registry=registry,
+        )
+        self.engine_requests = Gauge(
+            "steergate_engine_requests", "Requests in the model's engine by state (running, waiting), as its "
+            "server reported at the last scrape.", ["model", "state"], registry=registry,
+        )
         # Pre-initialise the series we know about so dashboards show zeros, not gaps.
         for result in ("success", "failure"):
             self.policy_reloads.labels(result)
         for model in models:
             self.generated_tokens.labels(model)
             self.prompt_tokens.labels(model)
+            for reason in REJECTION_REASONS:
+                self.rejected.labels(model, reason)
+            for state in ("running", "waiting"):
+                self.engine_requests.labels(model, state)
         self.add_policies(models, policies)
 
     def add_policies(self, models: list[str], policies: Iterable[str]) -> None:

@@ -10,7 +10,7 @@ import os
 import tempfile
 from pathlib import Path
 
-__all__ = ["cache_dir", "runtime_dir", "HEALTH_TIMEOUT_S"]
+__all__ = ["cache_dir", "runtime_dir", "side_channel_drop_rate", "HEALTH_TIMEOUT_S"]
 
 # How long `steergate serve` waits for the model servers to report healthy before giving up.
 HEALTH_TIMEOUT_S = float(os.environ.get("STEERGATE_HEALTH_TIMEOUT_S", "900"))
@@ -28,3 +28,10 @@ def runtime_dir(port: int) -> Path:
     (serving/processes.py). Per port, so gateways side by side do not share them."""
     default = Path(tempfile.gettempdir()) / f"steergate-{os.getuid()}"
     return Path(os.environ.get("STEERGATE_RUNTIME_DIR", default)) / str(port)
+
+
+def side_channel_drop_rate() -> float:
+    """Fault injection for tests only (STEERGATE_FAULT_SIDE_CHANNEL_DROP, default 0): the fraction of
+    per-step side-channel messages the engine process drops instead of sending, to prove that a lost
+    message never puts another request's scores on a response (tests/serving/test_faults.py)."""
+    return float(os.environ.get("STEERGATE_FAULT_SIDE_CHANNEL_DROP", "0"))

@@ -1,9 +1,12 @@
 """Who is calling: API keys to tenants, from an `Authorization: Bearer KEY` header.
 
-Keys are compared as SHA-256 hashes, looked up in a dict keyed by hash. A dict lookup is not
-constant-time, but what its timing could leak is the hash of the presented key, and a hash does
-not reveal a key (preimage resistance), so no `hmac.compare_digest` loop over all keys is needed;
-the file may therefore store keys hashed ('sha256:<hex>') so it is not a secret itself.
+Keys are compared as SHA-256 hashes (the file may store keys hashed, 'sha256:<hex>', so it is not a
+secret itself), in constant time: the presented key's hash is compared with every stored hash by
+`hmac.compare_digest`, with no early exit, so how long authentication takes does not depend on
+which key matched, on how much of a stored hash a guess shares, or on whether any matched. (A dict
+lookup would leak, through timing, at most the hash of the presented key, which does not reveal a
+key; the loop removes even that question, at a cost linear in the number of keys, a few per tenant.)
+Keys are never logged: errors say only that a key is missing, malformed or unknown.
 
 An unknown key is refused, never downgraded to the anonymous tenant: a tenant whose key has a
 typo must see a 401, not silently get the public policy and limits. The one exception is a file
@@ -14,6 +17,7 @@ that defines no keys at all: then a header cannot name anyone and is ignored, so
 from __future__ import annotations
 
 import hashlib
+import hmac
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -73,7 +77,11 @@ def authenticate(
         if anonymous is None:
             raise AuthError("missing API key: send 'Authorization: Bearer <API key>'", code="missing_api_key")
         return anonymous
-    tenant = keys.get(hash_key(_bearer_key(authorization)))
+    presented = hash_key(_bearer_key(authorization))
+    tenant = None
+    for stored, candidate in keys.items():  # every key, no early exit (see module docstring)
+        if hmac.compare_digest(stored, presented):
+            tenant = candidate
     if tenant is None:
         raise AuthError("invalid API key")  # never echo the key
     return tenant

@@ -19,6 +19,10 @@ from serving.model_server import ModelServer
 __all__ = ["build_app", "app_builder", "model_deployment_name"]
 
 
+# Ray's default is 10 s, so a dead engine core was replaced only ~30 s after it died.
+MODEL_HEALTH_CHECK_PERIOD_S = 3
+
+
 def model_deployment_name(model: str) -> str:
     return "model-" + "".join(c if c.isalnum() or c in "-_" else "-" for c in model)
 
@@ -36,8 +40,12 @@ def _model_server(cfg: ModelConfig, engine_cls: type[Engine], drain_s: float) ->
         "name": model_deployment_name(cfg.name),
         "ray_actor_options": {"num_cpus": dep.num_cpus},
         "max_ongoing_requests": dep.max_ongoing_requests,
+        # A bound on each caller's queue: beyond it the ingress gets BackPressureError, answered 503.
+        "max_queued_requests": dep.max_queued_requests,
         # Loading and (first-time) compiling the model takes minutes on a small CPU box.
         "health_check_timeout_s": 120,
+        # A dead engine fails check_health; Serve replaces the replica after 3 failures in a row.
+        "health_check_period_s": MODEL_HEALTH_CHECK_PERIOD_S,
         # In-flight requests get this long to finish when a replica stops (GatewayConfig.front.drain_s).
         "graceful_shutdown_timeout_s": drain_s,
     }

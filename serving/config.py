@@ -25,6 +25,7 @@ __all__ = [
     "IngressConfig",
     "FrontConfig",
     "LimitsConfig",
+    "AdmissionConfig",
     "GatewayConfig",
 ]
 
@@ -73,6 +74,10 @@ class DeploymentConfig(StrictModel):
     autoscaling: AutoscalingConfig | None = Field(None, description="Autoscale between min and max replicas.")
     num_cpus: float = Field(1, ge=0, description="CPUs Ray reserves per replica (the engine uses its own threads).")
     max_ongoing_requests: int = Field(64, ge=1, description="Requests Ray routes to one replica at once.")
+    max_queued_requests: int = Field(
+        256, ge=-1, description="Requests each caller (ingress replica) may queue for this deployment beyond "
+        "what its replicas take; more are refused at once (503 + Retry-After). -1: unbounded (Ray's default).",
+    )
 
 
 class MiddlewareConfig(StrictModel):
@@ -144,8 +149,36 @@ class FrontConfig(StrictModel):
 
 
 class LimitsConfig(StrictModel):
+    """What one request body may hold; beyond it the answer is a 4xx naming the limit (serving/request_limits.py)."""
+
     max_n: int = Field(8, ge=1, description="Largest `n` (choices per request) accepted.")
-    max_body_bytes: int = Field(1_000_000, ge=1024, description="Largest request body accepted.")
+    max_body_bytes: int = Field(1_000_000, ge=1024, description="Largest request body accepted (413).")
+    max_messages: int = Field(512, ge=1, description="Most chat messages in one request (400).")
+    max_string_chars: int = Field(
+        100_000, ge=1, description="Longest string anywhere in the body, e.g. a message's content (400). "
+        "The context window refuses long prompts anyway; this refuses them before tokenizing.",
+    )
+    max_json_depth: int = Field(32, ge=4, description="Deepest nesting of JSON arrays and objects (400).")
+    body_timeout_s: float = Field(30.0, gt=0, description="Longest a client may take to send its body (408).")
+
+
+class AdmissionConfig(StrictModel):
+    """Backpressure at each ingress replica (serving/admission.py): how much work it holds at once, and
+    how long a request may take, so overload is refused quickly instead of queueing without bound."""
+
+    max_in_flight: int = Field(
+        128, ge=1, description="Generation requests one ingress replica holds at once (waiting or generating); "
+        "the next is answered 503 with Retry-After at once. Default: twice the engine batch (max_num_seqs 64).",
+    )
+    queue_timeout_s: float = Field(
+        60.0, gt=0, description="Longest a streamed request waits for its first chunk (queueing + prefill) "
+        "before it is refused with 503 and Retry-After.",
+    )
+    request_timeout_s: float = Field(
+        600.0, gt=0, description="Longest a request may run; then its engine request is aborted and the client gets "
+        "504 (or, on a stream already under way, an error event).",
+    )
+    retry_after_s: int = Field(2, ge=1, description="Retry-After on an overload refusal.")
 
 
 class GatewayConfig(StrictModel):
@@ -158,6 +191,7 @@ class GatewayConfig(StrictModel):
     ingress: IngressConfig = Field(default_factory=IngressConfig, description="Ingress deployment.")
     front: FrontConfig = Field(default_factory=FrontConfig, description="HTTP front and stopping.")
     limits: LimitsConfig = Field(default_factory=LimitsConfig, description="Request limits.")
+    admission: AdmissionConfig = Field(default_factory=AdmissionConfig, description="Backpressure and timeouts.")
     policies: str | None = Field(
         None, description="Policy file (policies/, `steergate policy check FILE`); null: the shipped default "
         "(no key, annotate + light steering). Reloaded on change.",

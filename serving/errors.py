@@ -6,6 +6,7 @@ HTTP errors and unexpected exceptions into the OpenAI shape with a proper status
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any
 
@@ -17,7 +18,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from serving.engine.base import EngineError, error_type_for
 
-__all__ = ["GatewayError", "error_response", "from_validation_error", "install_error_handlers"]
+__all__ = ["GatewayError", "error_event", "error_response", "from_validation_error", "install_error_handlers"]
 
 logger = logging.getLogger(__name__)
 
@@ -32,8 +33,22 @@ class GatewayError(Exception):
         self.headers = headers
 
 
+class _AsciiJSONResponse(JSONResponse):
+    """JSON with non-ASCII escaped: an error message may quote what the client sent, and a string that
+    is not valid Unicode must still render (as an escape) rather than fail the error response itself."""
+
+    def render(self, content: Any) -> bytes:
+        return json.dumps(content, separators=(",", ":")).encode("ascii")
+
+
 def error_response(error: EngineError, headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse(error.body(), status_code=error.status, headers=headers)
+    return _AsciiJSONResponse(error.body(), status_code=error.status, headers=headers)
+
+
+def error_event(error: EngineError) -> str:
+    """The error as a server-sent event, for a stream that fails after its 200 went out (the openai
+    client raises APIError on it)."""
+    return f"data: {json.dumps(error.body(), separators=(',', ':'))}\n\n"
 
 
 def _loc(loc: tuple[Any, ...]) -> str | None:

@@ -21,9 +21,10 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from pydantic import ValidationError
+from vllm.exceptions import VLLMClientError
 
 from middleware.hooks import load_middleware
-from middleware.metrics import NO_POLICY, GatewayMetrics
+from middleware.metrics import NO_POLICY, REJECTION_REASONS, GatewayMetrics
 from policies import (
     AuditLog,
     AuthError,
@@ -36,19 +37,34 @@ from policies import (
     effective_steering,
     retry_after_header,
 )
+from serving.admission import (
+    UNAVAILABLE_RETRY_AFTER_S,
+    Admission,
+    Ticket,
+    overloaded,
+    request_timeout,
+    upstream_failure,
+)
 from serving.config import GatewayConfig
 from serving.engine.base import EngineError, SSEChunk, UsageReport
-from serving.errors import GatewayError, error_response, from_validation_error, install_error_handlers
+from serving.errors import GatewayError, error_event, error_response, from_validation_error, install_error_handlers
+from serving.openapi import install_openapi
+from serving.request_limits import read_body
 from serving.protocol import ChatCompletionRequest, CompletionRequest, GatewayRequest, SteeringRequest
 
 __all__ = ["app", "Ingress"]
 
 logger = logging.getLogger(__name__)
 
-app = FastAPI(title="steergate", description="OpenAI-compatible gateway with SAE-based safety steering")
+# No redirect from /v1/completions/ to /v1/completions: an unknown path is an OpenAI-shaped 404, as at OpenAI.
+app = FastAPI(title="steergate", description="OpenAI-compatible gateway with SAE-based safety steering",
+              redirect_slashes=False)
 install_error_handlers(app)
+install_openapi(app)
 
 HEALTH_PROBE_TIMEOUT_S = 5.0
+# /metrics asks each model server for its engine's queue; a slow answer leaves the last value.
+LOAD_PROBE_TIMEOUT_S = 2.0
 
 
 class Ingress:
@@ -73,6 +89,7 @@ class Ingress:
         self.metrics = GatewayMetrics(self.registry, self.model_names, self.policies.current.policies)
         self.policies.start_watching(config.policy_reload_interval_s)
         self.limiter = RateLimiter()
+        self.admission = Admission(config.admission, on_change=self.metrics.in_flight.set)
         self.audit = AuditLog(config.audit_log)
         self.created = int(time.time())
 
@@ -109,7 +126,17 @@ class Ingress:
 
     @app.get("/metrics")
     async def metrics(self) -> Response:
+        await self._sample_engine_load()
         return PlainTextResponse(generate_latest(self.registry), media_type=CONTENT_TYPE_LATEST)
+
+    async def _sample_engine_load(self) -> None:
+        for name, handle in self.handles.items():
+            try:
+                load = await asyncio.wait_for(handle.load.remote(), LOAD_PROBE_TIMEOUT_S)
+            except Exception:  # restarting or busy: keep the last value
+                continue
+            for state, count in load.items():
+                self.metrics.engine_requests.labels(name, state).set(count)
 
     # ---- generation ------------------------------------------------------------------------
 
@@ -124,35 +151,45 @@ class Ingress:
     async def _generate(self, raw: Request, model_cls: type[GatewayRequest], endpoint: str) -> Response:
         started = time.monotonic()
         ctx = _Call(endpoint=endpoint, request_id=f"req-{uuid.uuid4().hex}")
+        ticket: Ticket | None = None
         try:
             policies = self.policies.current  # one consistent policy set for the whole request
             try:
                 ctx.tenant = policies.authenticate(raw.headers.get("authorization"))
             except AuthError as e:
                 raise GatewayError(401, e.message, code=e.code) from None
-            body = await self._read_json(raw)
+            body = await read_body(raw, self.config.limits)
             ctx.model = self._resolve_model(body)
             ctx.policy = policies.policy_for(ctx.tenant, ctx.model)
             ctx.headers["x-steergate-policy"] = ctx.policy.name
             self._rate_limit(ctx)
             request = self._validate(body, model_cls, ctx.model, ctx.policy)
             ctx.prompt_text = _prompt_text(body) if ctx.policy.audit.log_prompt_text else None
+            ticket = self.admission.enter()
             handle = getattr(self.handles[ctx.model].options(stream=True), endpoint)
             items = handle.remote(request)
-            first = await items.__anext__()
-        except GatewayError as e:
+            first = await self._first_item(items, bool(request.stream))
+        except Exception as e:
+            if ticket is not None:
+                ticket.release()
+            failure = e if isinstance(e, GatewayError) else upstream_failure(e, self.config.admission)
+            if failure is None:  # a bug, not a state of the model server: counted, answered by the 500 handler
+                self._observe(ctx, ctx.model, 500, started)
+                raise
             # Unknown models are not a label value: they would make the label set unbounded.
             model = ctx.model if ctx.model in self.handles else "unknown"
-            self._observe(ctx, model, e.error.status, started)
-            return error_response(e.error, {**ctx.headers, **(e.headers or {})})
-        except Exception:  # the model server failed: counted here, answered by the 500 handler
-            self._observe(ctx, ctx.model, 500, started)
-            raise
+            self._count_refusal(model, failure.error)
+            self._observe(ctx, model, failure.error.status, started)
+            return error_response(failure.error, {**ctx.headers, **(failure.headers or {})})
+        if not isinstance(first, SSEChunk | UsageReport):
+            ticket.release()  # a whole body or an error: the request is done
         if isinstance(first, EngineError):
             if first.safety is not None:  # refused by the policy (a blocked prompt)
                 self._record_safety(ctx, first.safety, body_text=None)
+            self._count_refusal(ctx.model, first)
             self._observe(ctx, ctx.model, first.status, started)
-            return error_response(first, ctx.headers)
+            retry = {"Retry-After": str(UNAVAILABLE_RETRY_AFTER_S)} if first.status == 503 else {}
+            return error_response(first, {**ctx.headers, **retry})
         if isinstance(first, dict):
             usage = first.get("usage") or {}
             self._account(ctx, usage.get("prompt_tokens", 0), usage.get("completion_tokens", 0))
@@ -161,14 +198,33 @@ class Ingress:
             self._observe(ctx, ctx.model, 200, started)
             return JSONResponse(first, headers=ctx.headers)
         return StreamingResponse(
-            self._relay(first, items, ctx, started), media_type="text/event-stream", headers=ctx.headers
+            self._relay(first, items, ctx, started, ticket), media_type="text/event-stream", headers=ctx.headers
         )
 
-    async def _relay(self, first: Any, items: Any, ctx: _Call, started: float) -> AsyncIterator[str]:
+    async def _first_item(self, items: Any, stream: bool) -> Any:
+        """The model server's first item (a stream's first chunk, or a whole body), within its deadline;
+        past it the call is cancelled (the engine request aborted)."""
+        cfg = self.config.admission
+        try:
+            return await asyncio.wait_for(items.__anext__(), cfg.queue_timeout_s if stream else cfg.request_timeout_s)
+        except TimeoutError:
+            items.cancel()
+            if stream:
+                raise overloaded(cfg, f"no capacity to start the request within {cfg.queue_timeout_s:g} s") from None
+            raise request_timeout(cfg) from None
+
+    def _count_refusal(self, model: str, error: EngineError) -> None:
+        if error.code in REJECTION_REASONS and error.status >= 500:
+            self.metrics.rejected.labels(model, str(error.code)).inc()
+
+    async def _relay(self, first: Any, items: Any, ctx: _Call, started: float, ticket: Ticket) -> AsyncIterator[str]:
         """Send SSE chunks as they come; on client disconnect, cancel the model-server call
-        (which aborts the engine request)."""
+        (which aborts the engine request). A model server that fails mid-stream, or a request past
+        its deadline, ends the stream with an OpenAI-shaped error event and [DONE]."""
         first_token_seen = False
         item = first
+        deadline = started + self.config.admission.request_timeout_s
+        status = 200
         try:
             while True:
                 if isinstance(item, SSEChunk):
@@ -182,12 +238,22 @@ class Ingress:
                 elif isinstance(item, UsageReport):
                     self._account(ctx, item.prompt_tokens, item.completion_tokens)
                 try:
-                    item = await items.__anext__()
+                    item = await asyncio.wait_for(items.__anext__(), max(0.0, deadline - time.monotonic()))
                 except StopAsyncIteration:
                     break
+        except Exception as e:  # not GeneratorExit/CancelledError (client gone): those only clean up
+            failure = upstream_failure(e, self.config.admission)
+            if failure is None:
+                logger.exception("stream %s failed", ctx.request_id)
+                failure = GatewayError(500, "internal server error", code="internal_error", type="server_error")
+            status = failure.error.status
+            self._count_refusal(ctx.model, failure.error)
+            yield error_event(failure.error)
+            yield "data: [DONE]\n\n"
         finally:
             items.cancel()
-            self._observe(ctx, ctx.model, 200, started)
+            ticket.release()
+            self._observe(ctx, ctx.model, status, started)
 
     # ---- policy ----------------------------------------------------------------------------
 
@@ -229,19 +295,6 @@ class Ingress:
 
     # ---- helpers ---------------------------------------------------------------------------
 
-    async def _read_json(self, raw: Request) -> dict[str, Any]:
-        data = await raw.body()
-        if len(data) > self.config.limits.max_body_bytes:
-            raise GatewayError(413, f"request body larger than {self.config.limits.max_body_bytes} bytes",
-                               code="request_too_large")
-        try:
-            body = json.loads(data)
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise GatewayError(400, f"request body is not valid JSON: {e}", code="invalid_json") from e
-        if not isinstance(body, dict):
-            raise GatewayError(400, "request body must be a JSON object", code="invalid_json")
-        return body
-
     def _resolve_model(self, body: dict[str, Any]) -> str:
         model = body.get("model")
         if model is None:  # OpenAI requires it; we default to the first configured model
@@ -263,6 +316,10 @@ class Ingress:
             request = model_cls.model_validate(body)
         except ValidationError as e:
             raise from_validation_error(e) from e
+        except (VLLMClientError, ValueError, TypeError, OverflowError) as e:
+            # vLLM's validators raise VLLMValidationError through pydantic as is; its str() echoes the value.
+            message = str(e.args[0]) if e.args else type(e).__name__
+            raise GatewayError(400, message[:500], param=getattr(e, "parameter", None), code="invalid_value") from e
         if policy.actions.completion == "stop" and (request.n or 1) > 1:
             raise GatewayError(400, f"policy '{policy.name}' stops toxic output, which needs one choice per "
                                "request: n must be 1", param="n", code="invalid_value")

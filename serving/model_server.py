@@ -44,6 +44,9 @@ class ModelServer:
     async def num_unfinished_requests(self) -> int:
         return self.engine.num_unfinished_requests()
 
+    async def load(self) -> dict[str, int]:
+        return self.engine.load()
+
     def __del__(self) -> None:
         engine = getattr(self, "engine", None)
         if engine is not None:

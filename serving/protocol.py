@@ -1,4 +1,4 @@
-"""OpenAI request models: vLLM's own, plus steergate's extension fields.
+"""OpenAI request and response models: vLLM's own, plus steergate's extension fields.
 
 We reuse vLLM's protocol models (chat templating, sampling-param mapping and validation stay
 vLLM's) and add only what is not in the OpenAI spec. Per-request data for the in-engine
@@ -12,7 +12,11 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 from vllm.entrypoints.openai.chat_completion.protocol import ChatCompletionRequest as _VllmChatRequest
+from vllm.entrypoints.openai.chat_completion.protocol import ChatCompletionResponse as _VllmChatResponse
+from vllm.entrypoints.openai.chat_completion.protocol import ChatCompletionStreamResponse as _VllmChatStreamResponse
 from vllm.entrypoints.openai.completion.protocol import CompletionRequest as _VllmCompletionRequest
+from vllm.entrypoints.openai.completion.protocol import CompletionResponse as _VllmCompletionResponse
+from vllm.entrypoints.openai.completion.protocol import CompletionStreamResponse as _VllmCompletionStreamResponse
 from vllm.sampling_params import SamplingParams
 
 from middleware.hooks import REQUEST_ARGS_KEY
@@ -25,6 +29,14 @@ __all__ = [
     "CompletionRequest",
     "GatewayRequest",
     "MAX_INTERVENTIONS",
+    "PhaseSafety",
+    "SafetyAnnotation",
+    "ChatCompletionResponse",
+    "ChatCompletionStreamResponse",
+    "CompletionResponse",
+    "CompletionStreamResponse",
+    "ErrorInfo",
+    "ErrorBody",
 ]
 
 MAX_INTERVENTIONS = 16
@@ -118,3 +130,62 @@ class CompletionRequest(_SteergateFields, _VllmCompletionRequest):
 
 
 GatewayRequest = ChatCompletionRequest | CompletionRequest
+
+
+# ---- responses: vLLM's models plus the `safety` annotation (for /openapi.json) --------------------
+
+class PhaseSafety(BaseModel):
+    """What the in-engine detector and steering found in one phase (prompt or completion)."""
+
+    model_config = ConfigDict(extra="allow")  # a configured middleware may report more fields
+
+    toxicity: float | None = Field(description="SAE detector score in [0, 1], higher is more toxic; null on a "
+                                   "model without a detector.")
+    flagged: bool = Field(description="toxicity at or above the policy's threshold for this phase.")
+    steered_tokens: int = Field(0, description="Tokens whose residual stream the steering moved.")
+
+
+class SafetyAnnotation(BaseModel):
+    """`safety`: top level of a body; on a stream, the last content chunk (the one with finish_reason)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    policy: str = Field(description="The tenant's policy that served the request.")
+    tier: str = Field(description="Steering tier applied: off, light, medium, strong, or custom.")
+    experiment: str | None = Field(None, description="A/B experiment, where one assigned the request.")
+    arm: str | None = Field(None, description="The experiment's arm for this request.")
+    prompt: PhaseSafety
+    completion: PhaseSafety
+
+
+class ChatCompletionResponse(_VllmChatResponse):
+    # --8<-- not in the OpenAI spec -->8--
+    safety: SafetyAnnotation | None = None
+
+
+class ChatCompletionStreamResponse(_VllmChatStreamResponse):
+    # --8<-- not in the OpenAI spec -->8--
+    safety: SafetyAnnotation | None = None
+
+
+class CompletionResponse(_VllmCompletionResponse):
+    # --8<-- not in the OpenAI spec -->8--
+    safety: SafetyAnnotation | None = None
+
+
+class CompletionStreamResponse(_VllmCompletionStreamResponse):
+    # --8<-- not in the OpenAI spec -->8--
+    safety: SafetyAnnotation | None = None
+
+
+class ErrorInfo(BaseModel):
+    message: str
+    type: str
+    param: str | None
+    code: str | int | None
+
+
+class ErrorBody(BaseModel):
+    """Every error, whatever its status: `{"error": {"message", "type", "param", "code"}}`."""
+
+    error: ErrorInfo

@@ -94,6 +94,10 @@ class Engine(ABC):
     def num_unfinished_requests(self) -> int:
         """Requests the engine is still working on (used to check that aborts land)."""
 
+    def load(self) -> dict[str, int]:
+        """Requests in the engine by state ("running", "waiting"), for /metrics and the load benchmark."""
+        return {"running": self.num_unfinished_requests(), "waiting": 0}
+
     @abstractmethod
     def shutdown(self) -> None:
         """Stop the engine and free its processes."""

@@ -14,6 +14,7 @@ import asyncio
 import logging
 import os
 import pickle
+import random
 import tempfile
 import uuid
 from collections import defaultdict
@@ -22,6 +23,8 @@ from typing import Any
 
 import zmq
 import zmq.asyncio
+
+from middleware.settings import side_channel_drop_rate
 
 __all__ = ["SideChannelSender", "SideChannelReceiver", "SideOutputStore", "RequestSideOutputs", "new_address"]
 
@@ -35,7 +38,10 @@ def new_address() -> str:
 class SideChannelSender:
     """Engine side: non-blocking PUSH (drops nothing while the receiver is alive; HWM is large)."""
 
-    def __init__(self, address: str) -> None:
+    def __init__(self, address: str, drop_rate: float | None = None) -> None:
+        # Fault injection (tests only): drop this fraction of messages.
+        self._drop_rate = side_channel_drop_rate() if drop_rate is None else drop_rate
+        self._rng = random.Random()
         self._ctx = zmq.Context.instance()
         self._sock = self._ctx.socket(zmq.PUSH)
         self._sock.setsockopt(zmq.SNDHWM, 100_000)
@@ -43,6 +49,8 @@ class SideChannelSender:
         self._sock.connect(address)
 
     def send(self, message: dict[str, Any]) -> None:
+        if self._drop_rate and self._rng.random() < self._drop_rate:
+            return
         self._sock.send(pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL))
 
 

@@ -40,11 +40,21 @@ def _set_cpu_env(config: ModelConfig) -> None:
     os.environ["VLLM_CPU_OMP_THREADS_BIND"] = f"0-{cores - 1}" if bind == "auto" else bind
 
 
+def engine_unavailable() -> EngineError:
+    """The answer while this replica's engine is dead: Ray Serve replaces the replica (its health check
+    fails), so the client should retry rather than see a 500."""
+    return EngineError("the model's engine stopped; its replica is being replaced: retry shortly",
+                       type="server_error", code="model_unavailable", status=503)
+
+
 def _engine_error(error: Any) -> EngineError:
     """vLLM's ErrorResponse, or an exception vLLM raised, as our OpenAI-shaped error."""
     from vllm.entrypoints.serve.engine.protocol import ErrorResponse
     from vllm.entrypoints.serve.exception_handling.error_response import create_error_response
+    from vllm.v1.engine.exceptions import EngineDeadError
 
+    if isinstance(error, EngineDeadError):
+        return engine_unavailable()
     if not isinstance(error, ErrorResponse):
         if not isinstance(error, Exception):
             raise TypeError(error)
@@ -57,6 +67,34 @@ def _special_token_ids(model_path: str) -> list[int]:
     from transformers import AutoTokenizer
 
     return sorted(set(AutoTokenizer.from_pretrained(model_path).all_special_ids))
+
+
+class _SchedulerLoad:
+    """The engine's latest scheduler counts, recorded by a vLLM stat logger on every engine step."""
+
+    def __init__(self) -> None:
+        self.running = 0
+        self.waiting = 0
+
+    def logger_factory(self) -> type:
+        from vllm.v1.metrics.loggers import StatLoggerBase
+
+        load = self
+
+        class _LoadLogger(StatLoggerBase):
+            def __init__(self, vllm_config: Any, engine_index: int = 0) -> None:
+                pass
+
+            def record(self, scheduler_stats: Any, iteration_stats: Any, mm_cache_stats: Any = None,
+                       engine_idx: int = 0) -> None:
+                if scheduler_stats is not None:
+                    load.running = scheduler_stats.num_running_reqs
+                    load.waiting = scheduler_stats.num_waiting_reqs
+
+            def log_engine_initialized(self) -> None:
+                pass
+
+        return _LoadLogger
 
 
 def engine_middleware(middleware: list[MiddlewareConfig], special_ids: list[int]) -> list[dict[str, Any]]:
@@ -77,8 +115,9 @@ def engine_middleware(middleware: list[MiddlewareConfig], special_ids: list[int]
 class VLLMEngine(Engine):
     def __init__(self, engine: Any, serving_chat: Any, serving_completion: Any,
                  store: SideOutputStore, receiver: SideChannelReceiver | None,
-                 postprocess: ResponsePostprocessor) -> None:
+                 postprocess: ResponsePostprocessor, scheduler_load: _SchedulerLoad | None = None) -> None:
         self.engine = engine
+        self._scheduler_load = scheduler_load or _SchedulerLoad()
         self.postprocess = postprocess
         self._chat = serving_chat
         self._completion = serving_completion
@@ -123,7 +162,8 @@ class VLLMEngine(Engine):
         )
         engine_kwargs.update(ecfg.extra_engine_args)  # the escape hatch wins over our defaults
         engine_args = AsyncEngineArgs(**engine_kwargs)
-        engine = AsyncLLM.from_engine_args(engine_args)
+        scheduler_load = _SchedulerLoad()
+        engine = AsyncLLM.from_engine_args(engine_args, stat_loggers=[scheduler_load.logger_factory()])
         frontend = FrontendArgs()
         # vLLM's serving classes read their options from the CLI namespace `vllm serve` would build.
         args = Namespace(
@@ -134,7 +174,7 @@ class VLLMEngine(Engine):
         await init_app_state(engine, state, args, supported_tasks=await engine.get_supported_tasks())
         logger.info("vLLM engine for %s ready (%s)", config.name, model_path)
         return cls(engine, state.openai_serving_chat, state.openai_serving_completion, store, receiver,
-                   ResponsePostprocessor(config.middleware))
+                   ResponsePostprocessor(config.middleware), scheduler_load)
 
     def chat(self, request: ChatCompletionRequest) -> AsyncIterator[EngineItem]:
         return self._run(request, self._chat.create_chat_completion)
@@ -147,6 +187,9 @@ class VLLMEngine(Engine):
         from vllm.entrypoints.serve.engine.protocol import ErrorResponse
         from vllm.utils import random_uuid
 
+        if self.engine.errored:  # the engine core died: nothing to run it on
+            yield engine_unavailable()
+            return
         rid = random_uuid()
         request.request_id = rid
         engine_args = {"rid": rid, **request.middleware_args()}
@@ -196,6 +239,13 @@ class VLLMEngine(Engine):
 
     def num_unfinished_requests(self) -> int:
         return int(self.engine.get_num_unfinished_requests())
+
+    def load(self) -> dict[str, int]:
+        # The scheduler's counts are those of the last engine step: once nothing is left unfinished
+        # there is no further step to report zero, so the frontend's own count decides.
+        unfinished = self.num_unfinished_requests()
+        running = min(self._scheduler_load.running, unfinished)
+        return {"running": running, "waiting": min(self._scheduler_load.waiting, unfinished - running)}
 
     def shutdown(self) -> None:
         self.engine.shutdown()

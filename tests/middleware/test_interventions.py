@@ -1,4 +1,9 @@
-"""middleware/interventions.py: each steering formula, gating, masks, batching, validation."""
+"""middleware/interventions.py: each steering formula, gating, masks, batching, validation.
+
+Every test runs twice: apply_steering gathering the steerable tokens first (the CPU default) and
+dense (every token computed and masked, no host sync: the default on GPUs), so both give the results
+the tests demand; `test_dense_and_gathered_are_identical` compares the two bit for bit.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +13,7 @@ import pytest
 import torch
 from torch.testing import assert_close
 
+from middleware import interventions
 from middleware.interventions import (
     GateSpec,
     InterventionSpec,
@@ -32,6 +38,12 @@ def _partly_active_feature(sae: SAE, h: torch.Tensor, skip: tuple[int, ...] = ()
 
 def _plan(sae: SAE, *specs: InterventionSpec, gate: GateSpec | None = None) -> SteeringPlan:
     return SteeringPlan.compile(list(specs), sae, gate)
+
+
+@pytest.fixture(autouse=True, params=["gathered", "dense"])
+def steering_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    monkeypatch.setattr(interventions, "GATHER_ON", ("cpu",) if request.param == "gathered" else ())
+    return request.param
 
 
 @pytest.fixture
@@ -239,3 +251,20 @@ def test_invalid_specs_raise(sae: SAE, spec: InterventionSpec, message: str) -> 
 def test_invalid_gates_raise(sae: SAE, gate: GateSpec, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         SteeringPlan.compile([InterventionSpec(feature=1, strength=1.0)], sae, gate)
+
+
+@pytest.mark.parametrize("arch", ["standard", "topk"])
+def test_dense_and_gathered_are_identical(arch: str) -> None:
+    sae = build_sae(arch)
+    h = build_inputs(n_tokens=64)
+    f = _partly_active_feature(sae, h)
+    plans = [_plan(sae, InterventionSpec(feature=f, mode="ablate"), gate=GateSpec(features=[f], threshold=0.0)),
+             None, _plan(sae, InterventionSpec(feature=3, mode="clamp", strength=-1.0)),
+             _plan(sae, InterventionSpec(feature=5, mode="add", strength=2.0))]
+    rows = torch.arange(64) % 5 - 1  # -1: padding, 1: no plan
+    mask = torch.rand(64, generator=torch.Generator().manual_seed(0)) > 0.3
+    batch = PlanBatch.from_plans(plans, rows, sae)
+    gathered = apply_steering(h, sae, batch, mask, dense=False)
+    dense = apply_steering(h, sae, batch, mask, dense=True)
+    assert torch.equal(gathered[0], dense[0]) and torch.equal(gathered[1], dense[1])
+    assert gathered[1].any() and not gathered[1].all()

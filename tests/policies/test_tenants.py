@@ -59,3 +59,27 @@ def test_header_is_ignored_when_no_keys_are_defined() -> None:
     policies = build_policy_set()
     assert policies.authenticate("Bearer unused").name == "public"
     assert policies.authenticate("garbage").name == "public"
+
+
+@pytest.mark.parametrize("header", ["Bearer acme-key", "Bearer beta-plain-key", "Bearer wrong-key"])
+def test_keys_are_compared_in_constant_time(header: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every stored key is compared, with hmac.compare_digest, whichever key matches (or none): the
+    work, and so the time, does not depend on the key presented."""
+    import hmac
+
+    calls: list[tuple[str, str]] = []
+    real = hmac.compare_digest
+
+    def counting(a: str, b: str) -> bool:
+        calls.append((a, b))
+        return real(a, b)
+
+    monkeypatch.setattr(hmac, "compare_digest", counting)
+    policies = build_policy_set(tenants=TENANTS)
+    try:
+        policies.authenticate(header)
+    except AuthError:
+        assert header == "Bearer wrong-key"
+    stored = {hash_key("acme-key"), hash_key("beta-plain-key")}
+    assert {a for a, _ in calls} == stored and len(calls) == len(stored)
+    assert {b for _, b in calls} == {hash_key(header.split()[1])}

