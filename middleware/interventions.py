@@ -27,11 +27,11 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal, get_args
 
 import torch
 
 from middleware.sae import SAE
+from middleware.steering_names import MODES, Mode
 
 __all__ = [
     "MODES",
@@ -45,8 +45,6 @@ __all__ = [
     "token_rows_from_counts",
 ]
 
-Mode = Literal["add", "clamp", "ablate"]
-MODES: tuple[str, ...] = get_args(Mode)
 # mode -> (a per unit of strength, b) in delta = (a + b * f_f(h)) * d_f.
 _AFFINE: dict[str, tuple[float, float]] = {"add": (1.0, 0.0), "clamp": (1.0, -1.0), "ablate": (0.0, -1.0)}
 

@@ -8,7 +8,7 @@ middleware rides in `SamplingParams.extra_args[REQUEST_ARGS_KEY]`.
 from __future__ import annotations
 
 import math
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 from vllm.entrypoints.openai.chat_completion.protocol import ChatCompletionRequest as _VllmChatRequest
@@ -16,7 +16,7 @@ from vllm.entrypoints.openai.completion.protocol import CompletionRequest as _Vl
 from vllm.sampling_params import SamplingParams
 
 from middleware.hooks import REQUEST_ARGS_KEY
-from middleware.interventions import Mode
+from middleware.steering_names import Mode, TierName
 
 __all__ = [
     "Intervention",
@@ -50,7 +50,7 @@ class SteeringRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    tier: Literal["off", "light", "medium", "strong"] | None = None
+    tier: TierName | None = None
     interventions: list[Intervention] | None = Field(None, max_length=MAX_INTERVENTIONS)
 
     @model_validator(mode="after")
