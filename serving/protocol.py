@@ -69,6 +69,15 @@ class _SteergateFields(BaseModel):
     # Set by the ingress from the caller's policy (see `set_policy`), never by the client.
     _policy: dict[str, Any] | None = PrivateAttr(default=None)
 
+    # vLLM's field, not ours: with priority scheduling on (EngineConfig.scheduling_policy), a priority
+    # the client picks would let one tenant's requests overtake everyone's. The gateway sets them.
+    @field_validator("priority", check_fields=False)
+    @classmethod
+    def _gateway_sets_priority(cls, v: int) -> int:
+        if v != 0:
+            raise ValueError("priority is set by the gateway: omit it (or send 0)")
+        return v
+
     def middleware_args(self) -> dict[str, Any]:
         """What the in-engine middleware and the response post-processing get from this request."""
         args: dict[str, Any] = {}
