@@ -117,6 +117,13 @@ class GatewayMetrics:
         self.fluency_queue = Gauge(
             "steergate_fluency_queue_depth", "Sampled completions waiting to be scored.", registry=registry,
         )
+        self.arm_share = Gauge(
+            "steergate_experiment_arm_share",
+            "Share of an experiment's units assigned to the arm (weights from the policy file; while "
+            "paused 1 for the control, 0 for the rest). control=\"true\" marks the arm the others are "
+            "compared against.",
+            ["policy", "experiment", "arm", "control"], registry=registry,
+        )
         self.rate_limited = Counter(
             "steergate_rate_limited_total", "Requests refused with 429, by the limit hit.",
             ["policy", "limit"], registry=registry,
@@ -151,6 +158,12 @@ class GatewayMetrics:
                     self.steered_tokens_squares.labels(model, *c)
                     self.fluency_perplexity.labels(model, *c)
                     self.fluency_perplexity_squares.labels(model, *c)
+
+    def set_arms(self, arms: Iterable[tuple[Cohort, bool, float]]) -> None:
+        """The current file's arms as (cohort, is control, share); arms no longer in the file disappear."""
+        self.arm_share.clear()
+        for cohort, control, share in arms:
+            self.arm_share.labels(*cohort.labels, "true" if control else "false").set(share)
 
     def observe(self, model: str, endpoint: str, status: int, duration_s: float,
                 cohort: Cohort = NO_COHORT) -> None:

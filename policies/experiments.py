@@ -30,7 +30,7 @@ from typing import Any
 from policies.overrides import OverrideForbidden, effective_steering
 from policies.schema import OVERRIDE_ARM, Arm, Experiment, Policy
 
-__all__ = ["Assignment", "assign", "choose_arm", "labels", "unit_key"]
+__all__ = ["Assignment", "assign", "choose_arm", "labels", "shares", "unit_key"]
 
 _SEP = "\x00"  # cannot occur in names; keeps ("a", "bc") and ("ab", "c") apart
 
@@ -87,8 +87,8 @@ class Assignment:
             return own, self.arm.name
         if self.experiment.on_override == "refuse":
             raise OverrideForbidden(
-                f"policy {policy.name!r} runs experiment {self.experiment.name!r}, which sets the steering of "
-                "each request: send no `steering` field")
+                f"policy {policy.name!r} runs experiment {self.experiment.name!r}, which sets the steering "
+                "of each request: send no `steering` field")
         return effective_steering(policy, requested), OVERRIDE_ARM
 
 
@@ -114,3 +114,11 @@ def labels(policy: Policy) -> list[tuple[str, str]]:
         if experiment.on_override == "record":
             pairs[(experiment.name, OVERRIDE_ARM)] = None
     return list(pairs)
+
+
+def shares(experiment: Experiment) -> dict[str, float]:
+    """Each arm's expected share of units: its weight's share, or all to the control while paused."""
+    if experiment.paused:
+        return {a.name: float(a.name == experiment.control) for a in experiment.arms}
+    total = sum(a.weight for a in experiment.arms)
+    return {a.name: a.weight / total for a in experiment.arms}

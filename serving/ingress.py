@@ -39,7 +39,7 @@ from policies import (
     effective_steering,
     retry_after_header,
 )
-from policies.experiments import Assignment, assign
+from policies.experiments import Assignment, assign, shares
 from policies.experiments import labels as arm_labels
 from serving.config import GatewayConfig
 from serving.engine.base import EngineError, FluencySample, SSEChunk, UsageReport
@@ -79,6 +79,7 @@ class Ingress:
         # a file that does not parse is logged, counted, and the old policies stay live.
         self.policies = PolicyStore(config.policies, on_reload=self._on_policy_reload)
         self.metrics = GatewayMetrics(self.registry, self.model_names, self._cohorts())
+        self.metrics.set_arms(self._arms())
         self.policies.start_watching(config.policy_reload_interval_s)
         self.fluency = FluencyScorer(config.fluency, self.handles, self.metrics)
         self.limiter = RateLimiter()
@@ -89,6 +90,7 @@ class Ingress:
         self.metrics.policy_reloads.labels("success" if ok else "failure").inc()
         if ok:
             self.metrics.add_cohorts(self.model_names, self._cohorts())
+            self.metrics.set_arms(self._arms())
             logger.info("policy file reloaded")
         else:
             logger.error("policy file rejected, previous policies stay live: %s", message)
@@ -97,6 +99,13 @@ class Ingress:
         """Every (policy, experiment, arm) the current file can report: the metrics' bounded label sets."""
         return [Cohort(name, *pair) for name, policy in self.policies.current.policies.items()
                 for pair in arm_labels(policy)]
+
+    def _arms(self) -> list[tuple[Cohort, bool, float]]:
+        """(cohort, is control, share) of every arm of every policy's experiment (the base policy's)."""
+        policies = self.policies.current.policies
+        return [(Cohort(name, e.name, arm), arm == e.control, share)
+                for name, policy in policies.items() if (e := policy.experiment) is not None
+                for arm, share in shares(e).items()]
 
     # ---- plain endpoints -------------------------------------------------------------------
 
