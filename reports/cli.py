@@ -51,7 +51,7 @@ def add_commands(sub: Any) -> None:
     report.add_argument("--source", required=True,
                         help="a gateway's /metrics URL, or a Prometheus server's base URL (see below)")
     report.add_argument("--experiment", help="experiment name (default: the only one the source has)")
-    report.add_argument("--policy", help="only this policy's traffic (default: every policy running the experiment)")
+    report.add_argument("--policy", help="only this policy's traffic (default: every policy running it)")
     report.add_argument("--control", help="arm to compare against (default: the policy file's control)")
     report.add_argument("--window", help="Prometheus only: a range like 1h or 7d (increase() over it); "
                         "default: the counters' totals")

@@ -14,7 +14,9 @@ __all__ = ["plot_report"]
 
 def _err(e: Estimate) -> list[list[float]]:
     """matplotlib's asymmetric error bar for one point (none where the interval is undefined)."""
-    return [[0.0 if math.isnan(e.low) else e.value - e.low], [0.0 if math.isnan(e.high) else e.high - e.value]]
+    below = 0.0 if math.isnan(e.low) else e.value - e.low
+    above = 0.0 if math.isnan(e.high) else e.high - e.value
+    return [[below], [above]]
 
 
 def plot_report(report: ExperimentReport, path: str | Path) -> Path:

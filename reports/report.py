@@ -71,7 +71,8 @@ class ExperimentReport:
             return value
 
         return clean({
-            "experiment": self.experiment, "source": self.source, "window": self.window, "control": self.control,
+            "experiment": self.experiment, "source": self.source, "window": self.window,
+            "control": self.control,
             "arms": [asdict(r) for r in self.arms],
             "comparisons": [{"arm": c.arm, "control": c.control,
                              **{m: {**asdict(c.results[m]), "p_holm": c.p_holm[m]} for m in METRICS}}
@@ -110,7 +111,8 @@ def build_report(experiment: str, arms: list[ArmTotals], *, source: str, window:
     adjusted = {m: holm([r[m].p for r in results]) for m in METRICS}
     comparisons = [Comparison(t.arm, control, r, {m: adjusted[m][i] for m in METRICS})
                    for i, (t, r) in enumerate(zip(tested, results, strict=True))]
-    rows = [_row(t, control) for t in sorted(arms, key=lambda t: (t.arm != control, t.arm == OVERRIDE_ARM, t.arm))]
+    order = sorted(arms, key=lambda t: (t.arm != control, t.arm == OVERRIDE_ARM, t.arm))  # control first
+    rows = [_row(t, control) for t in order]
     return ExperimentReport(experiment, source, window, control, rows, comparisons)
 
 
@@ -160,5 +162,6 @@ def render(report: ExperimentReport) -> str:
         lines += _table(rows)
     lines += ["", "tests: " + "; ".join(TESTS.values())]
     if any(r.arm == OVERRIDE_ARM for r in report.arms):
-        lines.append(f"arm {OVERRIDE_ARM!r}: requests that chose their own steering; not randomised, not tested")
+        lines.append(f"arm {OVERRIDE_ARM!r}: requests that chose their own steering (not randomised, so not "
+                     "tested)")
     return "\n".join(lines)

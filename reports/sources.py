@@ -71,7 +71,7 @@ class ArmTotals:
     requests: float = 0.0  # answered requests counted under the arm, any status
     toxicity: Moments = field(default_factory=lambda: Moments(0, 0, 0))  # completion scores, per response
     flagged: float = 0.0  # completions at or above their policy's threshold
-    steered: Moments = field(default_factory=lambda: Moments(0, 0, 0))  # steered tokens per annotated response
+    steered: Moments = field(default_factory=lambda: Moments(0, 0, 0))  # steered tokens per response
     perplexity: Moments = field(default_factory=lambda: Moments(0, 0, 0))  # sampled completions' perplexity
     control: bool = False
     share: float | None = None  # share of units the policy file gives the arm (None: not exported)
@@ -84,7 +84,8 @@ def _matches(labels: Mapping[str, str], experiment: str, policy: str | None) -> 
     return labels.get("experiment") == experiment and (policy is None or labels.get("policy") == policy)
 
 
-def totals_from_samples(samples: Iterable[Sample], experiment: str, policy: str | None = None) -> list[ArmTotals]:
+def totals_from_samples(samples: Iterable[Sample], experiment: str,
+                        policy: str | None = None) -> list[ArmTotals]:
     """Sum the samples of `experiment` per arm (and per phase where the metric has one)."""
     sums: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
     shares: dict[str, tuple[bool, float]] = {}
@@ -165,7 +166,8 @@ def read_totals(source: str, experiment: str | None, *, policy: str | None = Non
         if experiment is None:
             if len(found) != 1:
                 listed = ", ".join(found) or "none"
-                raise SourceError(f"name the experiment with --experiment (experiments in {source}: {listed})")
+                message = f"name the experiment with --experiment (experiments in {source}: {listed})"
+                raise SourceError(message)
             experiment = found[0]
         if not metrics:
             samples = _prometheus_samples(source, experiment, window, timeout_s)

@@ -40,8 +40,9 @@ def served() -> Iterator[tuple[str, dict[str, list[dict[str, float]]]]]:
             tox = min(1.0, max(0.0, rng.gauss(mean, 0.2)))
             obs = {"toxicity": tox, "steered": rng.randint(0, 2 * steered), "ppl": rng.uniform(3, 9)}
             seen[arm].append(obs)
-            safety = {"prompt": {"toxicity": 0.1, "flagged": False, "steered_tokens": 0},
-                      "completion": {"toxicity": tox, "flagged": tox >= 0.5, "steered_tokens": obs["steered"]}}
+            completion = {"toxicity": tox, "flagged": tox >= 0.5, "steered_tokens": obs["steered"]}
+            prompt = {"toxicity": 0.1, "flagged": False, "steered_tokens": 0}
+            safety = {"prompt": prompt, "completion": completion}
             metrics.observe_safety("m", Cohort("ab", "exp", arm), safety, {"completion": "annotate"})
             metrics.observe_fluency("m", Cohort("ab", "exp", arm), obs["ppl"])
             metrics.observe("m", "chat", 200, 0.1, Cohort("ab", "exp", arm))
