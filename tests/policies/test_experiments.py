@@ -222,3 +222,15 @@ def test_an_arm_with_interventions_steers_with_them() -> None:
     e = experiment(arms=arms)
     assert e.arms[1].steering() == {"interventions": [{"feature": 7, "mode": "clamp", "strength": -2.0}]}
     assert assign(build_policy_set().policies["default"], "t", {}, {}, "r") is None  # no experiment
+
+
+def test_the_shipped_ab_example_is_the_documented_experiment() -> None:
+    from policies.loader import load_policies
+
+    policies = load_policies(ROOT / "deploy" / "ab-example.yaml")
+    public = policies.authenticate(None)  # no key: the anonymous tenant
+    policy = policies.policy_for(public, "smollm2-135m-instruct")
+    e = policy.experiment
+    assert e is not None and (e.unit, e.control, e.paused) == ("user", "light", False)
+    assert [(a.name, a.tier, a.weight) for a in e.arms] == [("light", "light", 50), ("medium", "medium", 50)]
+    assert policy.fluency.sample_rate == 1.0

@@ -65,13 +65,15 @@ class Gateway:
     tree: list[Proc]  # its processes once healthy (launcher's descendants)
 
     @classmethod
-    def start(cls, port: int, workdir: Path) -> Gateway:
-        config = workdir / "gateway.yaml"
-        config.write_text(CONFIG)
+    def start(cls, port: int, workdir: Path, config_text: str = CONFIG,
+              args: tuple[str, ...] = ()) -> Gateway:
+        config = workdir / f"gateway-{port}.yaml"
+        config.write_text(config_text)
         log = workdir / f"serve-{port}-{time.monotonic_ns()}.log"
         with log.open("wb") as out:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "serving.cli", "serve", "--port", str(port), "--config", str(config)],
+                [sys.executable, "-m", "serving.cli", "serve", "--port", str(port), "--config", str(config),
+                 *args],
                 cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
                 env={**os.environ, "PYTHONPATH": str(ROOT)},
             )
