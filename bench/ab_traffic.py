@@ -54,7 +54,7 @@ def main() -> None:
     parser.add_argument("--users", type=int, default=200)
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--max-tokens", type=int, default=32)
-    parser.add_argument("--prompt-words", type=int, default=8, help="words of each held-out text to prompt with")
+    parser.add_argument("--prompt-words", type=int, default=8, help="prompt: N words of a held-out text")
     args = parser.parse_args()
     arms = asyncio.run(run(args.url, args.key, args.users, args.concurrency, args.max_tokens,
                            args.prompt_words))
