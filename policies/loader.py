@@ -10,6 +10,7 @@ policy writes. Per-model settings follow the same rule, layer by layer: for mode
 `parent.for_model(M)`, then the child's own settings, then the child's overrides for M. So what a
 child writes always wins over anything its parent writes (a child that tightens a setting gets it
 tightened for every model), and within one policy a per-model override wins over the base.
+An `experiment` is the exception: written, it replaces what it inherits whole (schema.py says why).
 """
 
 from __future__ import annotations
@@ -22,7 +23,15 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from policies.schema import Policy, PolicyFile, PolicySettings, PolicySpec
+from policies.schema import (
+    OVERRIDE_ARM,
+    Experiment,
+    ModelOverrideSpec,
+    Policy,
+    PolicyFile,
+    PolicySettings,
+    PolicySpec,
+)
 from policies.tenants import Tenant, authenticate, stored_key_hash
 
 __all__ = ["PolicyFileError", "PolicySet", "load_policies", "parse_policies", "parse_policy_text"]
@@ -111,6 +120,48 @@ def _deep_merge(base: Mapping[str, Any], patch: Mapping[str, Any]) -> dict[str, 
     return merged
 
 
+def _merge_settings(base: Mapping[str, Any], patch: Mapping[str, Any]) -> dict[str, Any]:
+    """Settings sections deep-merged; a written `experiment` (or null) replaces the inherited one."""
+    merged = _deep_merge(base, {k: v for k, v in patch.items() if k != "experiment"})
+    if "experiment" in patch:
+        merged["experiment"] = patch["experiment"]
+    return merged
+
+
+def _experiment_problems(path: str, experiment: Experiment) -> list[Problem]:
+    """What pydantic cannot see in one experiment: arms against each other, control, unit header."""
+    problems: list[Problem] = []
+    seen: set[str] = set()
+    for i, arm in enumerate(experiment.arms):
+        if (arm.tier is None) == (arm.interventions is None):
+            message = f"arm {arm.name!r} needs exactly one of 'tier' or 'interventions'"
+            problems.append((f"{path}.arms.{i}", message))
+        if arm.name == OVERRIDE_ARM:
+            message = f"{OVERRIDE_ARM!r} is reserved for requests that override their arm's steering"
+            problems.append((f"{path}.arms.{i}.name", message))
+        elif arm.name in seen:
+            problems.append((f"{path}.arms.{i}.name", f"duplicate arm {arm.name!r}"))
+        seen.add(arm.name)
+    if experiment.control not in seen:
+        problems.append((f"{path}.control", f"unknown arm {experiment.control!r} (arms: {', '.join(seen)})"))
+    if experiment.unit == "header" and experiment.header is None:
+        problems.append((f"{path}.header", "required when unit is 'header': the request header to read"))
+    if experiment.unit != "header" and experiment.header is not None:
+        problems.append((f"{path}.header", f"only read when unit is 'header' (unit is {experiment.unit!r})"))
+    return problems
+
+
+def _experiments(file: PolicyFile) -> list[Problem]:
+    problems: list[Problem] = []
+    for name, spec in file.policies.items():
+        sections: list[tuple[str, ModelOverrideSpec]] = [(f"policies.{name}", spec)]
+        sections += [(f"policies.{name}.models.{m}", o) for m, o in spec.models.items()]
+        for path, section in sections:
+            if section.experiment is not None:
+                problems += _experiment_problems(f"{path}.experiment", section.experiment)
+    return problems
+
+
 def _cycles(specs: Mapping[str, PolicySpec]) -> list[Problem]:
     problems: list[Problem] = []
     reported: set[str] = set()
@@ -154,7 +205,7 @@ def _references(file: PolicyFile) -> list[Problem]:
                 owners[h] = (name, i)
     if file.anonymous_tenant is None and not owners:
         problems.append(("anonymous_tenant", "null, but no tenant has keys: every request would be refused"))
-    return problems
+    return problems + _experiments(file)
 
 
 def _resolve(specs: Mapping[str, PolicySpec]) -> tuple[dict[str, Policy], list[Problem]]:
@@ -172,11 +223,12 @@ def _resolve(specs: Mapping[str, PolicySpec]) -> tuple[dict[str, Policy], list[P
             parent_base, parent_models = PolicySettings().model_dump(), {}
         else:
             parent_base, parent_models = resolve(spec.extends)
-        base = _deep_merge(parent_base, written)
+        base = _merge_settings(parent_base, written)
         models: dict[str, dict[str, Any]] = {}
         for model in {**parent_models, **spec.models}:
             own = spec.models[model].model_dump(exclude_unset=True) if model in spec.models else {}
-            models[model] = _deep_merge(_deep_merge(parent_models.get(model, parent_base), written), own)
+            inherited = _merge_settings(parent_models.get(model, parent_base), written)
+            models[model] = _merge_settings(inherited, own)
         done[name] = (base, models)
         return done[name]
 

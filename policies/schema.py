@@ -10,6 +10,10 @@ inheritance merges. So there is no second "all optional" copy of every field to 
 and an explicit `null` for a field that cannot be null is still an error. Section models therefore
 must not carry cross-field validators (a partly written section is filled with defaults); such
 checks belong in the loader, on the resolved `Policy`.
+
+The one exception is `experiment`: an experiment is one unit (its name and salt decide every
+assignment), so a policy that writes one replaces its parent's whole, never merges into it
+(loader.py), and its required fields can be required here.
 """
 
 from __future__ import annotations
@@ -18,6 +22,8 @@ import re
 from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+from middleware.steering_names import Mode, TierName
 
 __all__ = [
     "NAME_PATTERN",
@@ -30,6 +36,13 @@ __all__ = [
     "Stream",
     "Limits",
     "Audit",
+    "Fluency",
+    "ArmIntervention",
+    "Arm",
+    "Experiment",
+    "ExperimentUnit",
+    "OverrideRule",
+    "OVERRIDE_ARM",
     "PolicySettings",
     "ModelOverrideSpec",
     "PolicySpec",
@@ -45,7 +58,15 @@ _NAME_RE = re.compile(NAME_PATTERN)
 SHA256_PREFIX = "sha256:"
 _SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 
+# The arm a request is counted under when its own `steering` replaced its assigned arm's
+# (experiment.on_override: record); reserved, so no arm in a file may be named so.
+OVERRIDE_ARM = "override"
+# HTTP header names a unit may be read from (lowercase is how the ingress sees them).
+_HEADER_RE = re.compile(r"^[A-Za-z0-9-]{1,64}$")
+
 PromptAction = Literal["annotate", "block"]
+ExperimentUnit = Literal["user", "header", "tenant"]
+OverrideRule = Literal["refuse", "record"]
 CompletionAction = Literal["annotate", "stop"]
 
 
@@ -65,7 +86,16 @@ def _check_key(value: str) -> str:
     return value
 
 
+def _check_header(value: str) -> str:
+    if not _HEADER_RE.match(value):
+        raise ValueError(f"header {value!r} must be an HTTP header name (letters, digits, '-')")
+    if value.lower() in ("authorization", "cookie"):
+        raise ValueError(f"header {value!r} carries credentials; use unit: tenant to assign per tenant")
+    return value.lower()
+
+
 Name = Annotated[str, AfterValidator(_check_name)]
+HeaderName = Annotated[str, AfterValidator(_check_header)]
 ApiKey = Annotated[str, AfterValidator(_check_key)]
 
 
@@ -135,6 +165,61 @@ class Audit(StrictModel):
     log_prompt_text: bool = Field(False, description="Include prompt and completion text in audit lines.")
 
 
+class Fluency(StrictModel):
+    sample_rate: float = Field(
+        0.0, ge=0, le=1,
+        description="Fraction of responses whose completion is scored for perplexity under the unsteered "
+        "model, off the request path (steergate_fluency_perplexity); 0 = none.",
+    )
+
+
+class ArmIntervention(StrictModel):
+    feature: int = Field(ge=0, description="SAE feature index of the model's configured SAE.")
+    mode: Mode = Field(description="'add', 'clamp' or 'ablate' (middleware/interventions.py).")
+    strength: float = Field(0.0, allow_inf_nan=False, description="Strength of the intervention.")
+
+
+class Arm(StrictModel):
+    """One arm of an experiment: a steering setting and its share of the units. Exactly one of
+    `tier` / `interventions` (checked by the loader, which names the arm)."""
+
+    name: Name = Field(description="Arm name: reported in `safety.arm`, `x-steergate-arm` and metric labels.")
+    weight: float = Field(gt=0, allow_inf_nan=False, description="Relative share of units (any scale).")
+    tier: TierName | None = Field(None, description="Steering tier this arm applies.")
+    interventions: list[ArmIntervention] | None = Field(
+        None, min_length=1, max_length=16, description="Explicit steering interventions this arm applies."
+    )
+
+    def steering(self) -> dict[str, object]:
+        """The arm's steering in the request field's form: {"tier": t} or {"interventions": [...]}."""
+        if self.tier is not None:
+            return {"tier": self.tier}
+        return {"interventions": [i.model_dump() for i in self.interventions or []]}
+
+
+class Experiment(StrictModel):
+    """An A/B test of steering settings on a policy's traffic (policies/experiments.py assigns arms)."""
+
+    name: Name = Field(description="Experiment name: reported in `safety.experiment` and metric labels.")
+    arms: list[Arm] = Field(min_length=2, description="The arms, in report order.")
+    control: Name = Field(description="The arm other arms are compared against, and what everyone gets "
+                                      "while the experiment is paused.")
+    unit: ExperimentUnit = Field(
+        "user", description="What sticks to an arm: the OpenAI `user` field, a request `header`, or the "
+        "tenant. A request without it is assigned by its request id (not sticky).",
+    )
+    header: HeaderName | None = Field(None, description="The header read when unit is 'header'.")
+    salt: str = Field("", max_length=128, description="Changing it reshuffles every unit (a new experiment).")
+    paused: bool = Field(False, description="Everyone gets the control arm (assignments return on resume).")
+    on_override: OverrideRule = Field(
+        "refuse", description="A request's own `steering`: 'refuse' (403) or 'record' (served, and counted "
+        f"under arm '{OVERRIDE_ARM}', never under its assigned arm).",
+    )
+
+    def arm(self, name: str) -> Arm | None:
+        return next((a for a in self.arms if a.name == name), None)
+
+
 class PolicySettings(StrictModel):
     """Every setting of a policy; the defaults are the shipped `default` policy."""
 
@@ -144,6 +229,8 @@ class PolicySettings(StrictModel):
     stream: Stream = Field(default_factory=Stream, description="Streaming behaviour.")
     limits: Limits = Field(default_factory=Limits, description="Per-tenant rate limits.")
     audit: Audit = Field(default_factory=Audit, description="Audit log contents.")
+    fluency: Fluency = Field(default_factory=Fluency, description="Live fluency scoring of a sample.")
+    experiment: Experiment | None = Field(None, description="A/B experiment over steering settings, or null.")
 
 
 class ModelOverrideSpec(StrictModel):
@@ -155,6 +242,8 @@ class ModelOverrideSpec(StrictModel):
     stream: Stream | None = Field(None, description="Streaming overrides.")
     limits: Limits | None = Field(None, description="Rate limit overrides.")
     audit: Audit | None = Field(None, description="Audit overrides.")
+    fluency: Fluency | None = Field(None, description="Fluency sampling overrides.")
+    experiment: Experiment | None = Field(None, description="Replaces the experiment (null: none).")
 
 
 class PolicySpec(ModelOverrideSpec):

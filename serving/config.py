@@ -7,7 +7,7 @@ Strict like Ray Serve LLM's `LLMConfig`: every model forbids unknown fields, so 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -26,6 +26,7 @@ __all__ = [
     "FrontConfig",
     "LimitsConfig",
     "AdmissionConfig",
+    "FluencyConfig",
     "GatewayConfig",
 ]
 
@@ -55,6 +56,12 @@ class EngineConfig(StrictModel):
         description="Stream a chunk every N tokens (the first token is always sent at once). Each chunk costs "
         "CPU in three processes (model server, ingress, HTTP proxy) that the engine competes with; see "
         "bench/throughput.py for the measured trade-off. 1 = a chunk per token.",
+    )
+    scheduling_policy: Literal["fcfs", "priority"] = Field(
+        "priority",
+        description="vLLM's scheduler. 'priority': live fluency scoring waits behind live requests (both "
+        "otherwise run first come first served); 'fcfs': scoring competes as an equal. Measured: "
+        "bench/fluency.py.",
     )
     extra_engine_args: dict[str, Any] = Field(
         default_factory=dict, description="Passed verbatim to vllm AsyncEngineArgs (escape hatch)."
@@ -181,6 +188,16 @@ class AdmissionConfig(StrictModel):
     retry_after_s: int = Field(2, ge=1, description="Retry-After on an overload refusal.")
 
 
+class FluencyConfig(StrictModel):
+    """Live fluency scoring (policy `fluency.sample_rate`), per ingress replica."""
+
+    queue_size: int = Field(
+        64, ge=1, description="Sampled completions waiting to be scored; when full, new samples are dropped "
+        "and counted (steergate_fluency_dropped_total{reason=\"queue_full\"}).",
+    )
+    workers: int = Field(1, ge=1, le=64, description="Scoring calls in flight at once.")
+
+
 class GatewayConfig(StrictModel):
     host: str = Field("127.0.0.1", description="HTTP bind address.")
     port: int = Field(8000, ge=1, le=65535, description="HTTP port.")
@@ -192,6 +209,7 @@ class GatewayConfig(StrictModel):
     front: FrontConfig = Field(default_factory=FrontConfig, description="HTTP front and stopping.")
     limits: LimitsConfig = Field(default_factory=LimitsConfig, description="Request limits.")
     admission: AdmissionConfig = Field(default_factory=AdmissionConfig, description="Backpressure and timeouts.")
+    fluency: FluencyConfig = Field(default_factory=FluencyConfig, description="Live fluency scoring.")
     policies: str | None = Field(
         None, description="Policy file (policies/, `steergate policy check FILE`); null: the shipped default "
         "(no key, annotate + light steering). Reloaded on change.",

@@ -2,9 +2,11 @@
 
 The router converts HTTP to and from model-server calls and applies the caller's policy
 (policies/): authenticate the key to a tenant, pick the tenant's policy for the model, rate-limit,
-decide the request's steering (403 for an override the policy locks), hand the policy's
-thresholds and actions to the model server (which enforces block/stop, serving/safety_gate.py),
-then relay its items (a JSON body or SSE chunks), record metrics and audit safety events.
+decide the request's steering (403 for an override the policy locks; the arm of the policy's
+experiment, policies/experiments.py), hand the policy's thresholds and actions to the model server
+(which enforces block/stop, serving/safety_gate.py), then relay its items (a JSON body or SSE
+chunks), record metrics and audit safety events, and queue sampled responses for live fluency
+scoring (serving/fluency.py).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import random
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -24,7 +27,7 @@ from pydantic import ValidationError
 from vllm.exceptions import VLLMClientError
 
 from middleware.hooks import load_middleware
-from middleware.metrics import NO_POLICY, REJECTION_REASONS, GatewayMetrics
+from middleware.metrics import REJECTION_REASONS, Cohort, GatewayMetrics
 from policies import (
     AuditLog,
     AuthError,
@@ -37,6 +40,8 @@ from policies import (
     effective_steering,
     retry_after_header,
 )
+from policies.experiments import Assignment, assign, shares
+from policies.experiments import labels as arm_labels
 from serving.admission import (
     UNAVAILABLE_RETRY_AFTER_S,
     Admission,
@@ -46,8 +51,9 @@ from serving.admission import (
     upstream_failure,
 )
 from serving.config import GatewayConfig
-from serving.engine.base import EngineError, SSEChunk, UsageReport
+from serving.engine.base import EngineError, FluencySample, SSEChunk, UsageReport
 from serving.errors import GatewayError, error_event, error_response, from_validation_error, install_error_handlers
+from serving.fluency import FluencyScorer
 from serving.openapi import install_openapi
 from serving.request_limits import read_body
 from serving.protocol import ChatCompletionRequest, CompletionRequest, GatewayRequest, SteeringRequest
@@ -65,6 +71,8 @@ install_openapi(app)
 HEALTH_PROBE_TIMEOUT_S = 5.0
 # /metrics asks each model server for its engine's queue; a slow answer leaves the last value.
 LOAD_PROBE_TIMEOUT_S = 2.0
+# A non-streamed response's fluency sample is its second item, read after the body is sent.
+FLUENCY_SAMPLE_WAIT_S = 30.0
 
 
 class Ingress:
@@ -86,8 +94,10 @@ class Ingress:
         # Every replica watches the policy file itself and swaps its PolicySet in one assignment;
         # a file that does not parse is logged, counted, and the old policies stay live.
         self.policies = PolicyStore(config.policies, on_reload=self._on_policy_reload)
-        self.metrics = GatewayMetrics(self.registry, self.model_names, self.policies.current.policies)
+        self.metrics = GatewayMetrics(self.registry, self.model_names, self._cohorts())
+        self.metrics.set_arms(self._arms())
         self.policies.start_watching(config.policy_reload_interval_s)
+        self.fluency = FluencyScorer(config.fluency, self.handles, self.metrics)
         self.limiter = RateLimiter()
         self.admission = Admission(config.admission, on_change=self.metrics.in_flight.set)
         self.audit = AuditLog(config.audit_log)
@@ -96,10 +106,23 @@ class Ingress:
     def _on_policy_reload(self, ok: bool, message: str | None) -> None:
         self.metrics.policy_reloads.labels("success" if ok else "failure").inc()
         if ok:
-            self.metrics.add_policies(self.model_names, self.policies.current.policies)
+            self.metrics.add_cohorts(self.model_names, self._cohorts())
+            self.metrics.set_arms(self._arms())
             logger.info("policy file reloaded")
         else:
             logger.error("policy file rejected, previous policies stay live: %s", message)
+
+    def _cohorts(self) -> list[Cohort]:
+        """Every (policy, experiment, arm) the current file can report: the metrics' bounded label sets."""
+        return [Cohort(name, *pair) for name, policy in self.policies.current.policies.items()
+                for pair in arm_labels(policy)]
+
+    def _arms(self) -> list[tuple[Cohort, bool, float]]:
+        """(cohort, is control, share) of every arm of every policy's experiment (the base policy's)."""
+        policies = self.policies.current.policies
+        return [(Cohort(name, e.name, arm), arm == e.control, share)
+                for name, policy in policies.items() if (e := policy.experiment) is not None
+                for arm, share in shares(e).items()]
 
     # ---- plain endpoints -------------------------------------------------------------------
 
@@ -163,7 +186,10 @@ class Ingress:
             ctx.policy = policies.policy_for(ctx.tenant, ctx.model)
             ctx.headers["x-steergate-policy"] = ctx.policy.name
             self._rate_limit(ctx)
-            request = self._validate(body, model_cls, ctx.model, ctx.policy)
+            ctx.assignment = assign(ctx.policy, ctx.tenant.name, body, raw.headers, ctx.request_id)
+            rate = ctx.policy.fluency.sample_rate
+            ctx.fluency = rate > 0 and random.random() < rate
+            request = self._validate(body, model_cls, ctx.model, ctx.policy, ctx)
             ctx.prompt_text = _prompt_text(body) if ctx.policy.audit.log_prompt_text else None
             ticket = self.admission.enter()
             handle = getattr(self.handles[ctx.model].options(stream=True), endpoint)
@@ -196,6 +222,8 @@ class Ingress:
             if first.get("safety") is not None:
                 self._record_safety(ctx, first["safety"], body_text=_completion_text(first))
             self._observe(ctx, ctx.model, 200, started)
+            if ctx.fluency:
+                asyncio.get_running_loop().create_task(self._fluency_after_body(items, ctx))
             return JSONResponse(first, headers=ctx.headers)
         return StreamingResponse(
             self._relay(first, items, ctx, started, ticket), media_type="text/event-stream", headers=ctx.headers
@@ -230,13 +258,15 @@ class Ingress:
                 if isinstance(item, SSEChunk):
                     if item.has_content and not first_token_seen:
                         first_token_seen = True
-                        self.metrics.ttft.labels(ctx.model, ctx.endpoint, ctx.policy_name).observe(
-                            time.monotonic() - started)
+                        ttft = time.monotonic() - started
+                        self.metrics.observe_ttft(ctx.model, ctx.endpoint, ctx.cohort, ttft)
                     if item.safety is not None:
                         self._record_safety(ctx, item.safety, body_text=None)
                     yield item.data
                 elif isinstance(item, UsageReport):
                     self._account(ctx, item.prompt_tokens, item.completion_tokens)
+                elif isinstance(item, FluencySample):
+                    self.fluency.submit(ctx.model, ctx.cohort, item)
                 try:
                     item = await asyncio.wait_for(items.__anext__(), max(0.0, deadline - time.monotonic()))
                 except StopAsyncIteration:
@@ -255,6 +285,18 @@ class Ingress:
             ticket.release()
             self._observe(ctx, ctx.model, status, started)
 
+    async def _fluency_after_body(self, items: Any, ctx: _Call) -> None:
+        """Queue a non-streamed response's fluency sample: the item after its body, if it comes."""
+        async def drain() -> None:
+            async for item in items:
+                if isinstance(item, FluencySample):
+                    self.fluency.submit(ctx.model, ctx.cohort, item)
+
+        try:
+            await asyncio.wait_for(drain(), FLUENCY_SAMPLE_WAIT_S)
+        except Exception:  # a sample lost is only a sample: never an error for anyone
+            logger.exception("fluency sample of %s not received", ctx.request_id)
+
     # ---- policy ----------------------------------------------------------------------------
 
     def _rate_limit(self, ctx: _Call) -> None:
@@ -270,7 +312,7 @@ class Ingress:
                                type=kind, headers={"Retry-After": retry})
 
     def _account(self, ctx: _Call, prompt_tokens: int, completion_tokens: int) -> None:
-        self.metrics.observe_usage(ctx.model, prompt_tokens, completion_tokens)
+        self.metrics.observe_usage(ctx.model, ctx.cohort, prompt_tokens, completion_tokens)
         if ctx.tenant is not None and ctx.policy is not None:
             self.limiter.charge_tokens(ctx.tenant.name, ctx.policy.limits, prompt_tokens + completion_tokens)
 
@@ -279,7 +321,7 @@ class Ingress:
         assert ctx.policy is not None and ctx.tenant is not None
         # A flagged phase got its policy's action: annotate, block (prompt) or stop (completion).
         taken = {"prompt": ctx.policy.actions.prompt, "completion": ctx.policy.actions.completion}
-        self.metrics.observe_safety(ctx.model, ctx.policy.name, safety, taken)
+        self.metrics.observe_safety(ctx.model, ctx.cohort, safety, taken)
         for phase in ("prompt", "completion"):
             if not (safety.get(phase) or {}).get("flagged"):
                 continue
@@ -288,7 +330,8 @@ class Ingress:
                 request_id=ctx.request_id, tenant=ctx.tenant.name, policy=ctx.policy.name, event=event,
                 phase=phase, action=taken[phase], model=ctx.model,
                 prompt_score=(safety.get("prompt") or {}).get("toxicity"),
-                completion_score=(safety.get("completion") or {}).get("toxicity"), arm=safety.get("arm"),
+                completion_score=(safety.get("completion") or {}).get("toxicity"),
+                experiment=safety.get("experiment"), arm=safety.get("arm"),
                 prompt_text=ctx.prompt_text, completion_text=body_text,
                 include_text=ctx.policy.audit.log_prompt_text,
             ))
@@ -307,7 +350,7 @@ class Ingress:
         return model
 
     def _validate(self, body: dict[str, Any], model_cls: type[GatewayRequest], model: str,
-                  policy: Policy) -> GatewayRequest:
+                  policy: Policy, ctx: _Call) -> GatewayRequest:
         n = body.get("n")
         if isinstance(n, int) and not isinstance(n, bool) and n > self.config.limits.max_n:
             raise GatewayError(400, f"n must be at most {self.config.limits.max_n}, got {n}", param="n",
@@ -325,10 +368,14 @@ class Ingress:
                                "request: n must be 1", param="n", code="invalid_value")
         requested = request.steering.model_dump(exclude_none=True) if request.steering is not None else None
         try:
-            effective = effective_steering(policy, requested)
+            if ctx.assignment is None:
+                effective = effective_steering(policy, requested)
+            else:
+                effective, ctx.arm = ctx.assignment.steering(policy, requested)
+                ctx.headers["x-steergate-arm"] = ctx.arm
         except OverrideForbidden as e:
             raise GatewayError(403, e.message, param=e.param, code=e.code) from None
-        if not self.steerable[model] and requested is None:
+        if not self.steerable[model] and requested is None and ctx.assignment is None:
             effective = None  # the policy's default tier needs steering; this model has none
         request.steering = None if effective is None else SteeringRequest.model_validate(effective)
         request.set_policy({
@@ -338,6 +385,9 @@ class Ingress:
             "prompt_action": policy.actions.prompt,
             "completion_action": policy.actions.completion,
             "holdback_tokens": policy.stream.holdback_tokens,
+            "experiment": ctx.experiment,
+            "arm": ctx.arm,
+            "fluency": ctx.fluency,
         })
         if request.steering is not None and request.steering.tier != "off":
             if not self.steerable[model]:
@@ -352,7 +402,7 @@ class Ingress:
         return request
 
     def _observe(self, ctx: _Call, model: str, status: int, started: float) -> None:
-        self.metrics.observe(model, ctx.endpoint, status, time.monotonic() - started, ctx.policy_name)
+        self.metrics.observe(model, ctx.endpoint, status, time.monotonic() - started, ctx.cohort)
 
 
 class _Call:
@@ -366,10 +416,22 @@ class _Call:
         self.policy: Policy | None = None
         self.prompt_text: str | None = None
         self.headers: dict[str, str] = {"x-steergate-request-id": request_id}
+        self.assignment: Assignment | None = None
+        self.arm: str | None = None  # the arm reported: the assigned one, or "override"
+        self.fluency = False  # sampled for live fluency scoring
 
     @property
-    def policy_name(self) -> str:
-        return self.policy.name if self.policy is not None else NO_POLICY
+    def experiment(self) -> str | None:
+        # Only once the arm is decided: a request refused before that counts outside the experiment.
+        if self.assignment is None or self.arm is None:
+            return None
+        return self.assignment.experiment.name
+
+    @property
+    def cohort(self) -> Cohort:
+        if self.policy is None:
+            return Cohort()
+        return Cohort(self.policy.name, self.experiment or "", self.arm or "")
 
 
 def _prompt_text(body: dict[str, Any]) -> str:

@@ -33,6 +33,10 @@ class ModelServer:
         async for item in self.engine.completions(request):
             yield item
 
+    async def score_fluency(self, prompt_ids: list[int], completion_ids: list[int]) -> float:
+        """Perplexity of a completion under the unsteered model, below live requests' priority."""
+        return await self.engine.continuation_perplexity(prompt_ids + completion_ids, len(prompt_ids))
+
     async def check_health(self) -> None:
         """Ray Serve calls this periodically; raising marks the replica unhealthy and restarts it."""
         await self.engine.check_health()

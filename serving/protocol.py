@@ -8,7 +8,7 @@ middleware rides in `SamplingParams.extra_args[REQUEST_ARGS_KEY]`.
 from __future__ import annotations
 
 import math
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 from vllm.entrypoints.openai.chat_completion.protocol import ChatCompletionRequest as _VllmChatRequest
@@ -20,7 +20,7 @@ from vllm.entrypoints.openai.completion.protocol import CompletionStreamResponse
 from vllm.sampling_params import SamplingParams
 
 from middleware.hooks import REQUEST_ARGS_KEY
-from middleware.interventions import Mode
+from middleware.steering_names import Mode, TierName
 
 __all__ = [
     "Intervention",
@@ -62,7 +62,7 @@ class SteeringRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    tier: Literal["off", "light", "medium", "strong"] | None = None
+    tier: TierName | None = None
     interventions: list[Intervention] | None = Field(None, max_length=MAX_INTERVENTIONS)
 
     @model_validator(mode="after")
@@ -80,6 +80,15 @@ class _SteergateFields(BaseModel):
     _engine_args: dict[str, Any] = PrivateAttr(default_factory=dict)
     # Set by the ingress from the caller's policy (see `set_policy`), never by the client.
     _policy: dict[str, Any] | None = PrivateAttr(default=None)
+
+    # vLLM's field, not ours: with priority scheduling on (EngineConfig.scheduling_policy), a priority
+    # the client picks would let one tenant's requests overtake everyone's. The gateway sets them.
+    @field_validator("priority", check_fields=False)
+    @classmethod
+    def _gateway_sets_priority(cls, v: int) -> int:
+        if v != 0:
+            raise ValueError("priority is set by the gateway: omit it (or send 0)")
+        return v
 
     def middleware_args(self) -> dict[str, Any]:
         """What the in-engine middleware and the response post-processing get from this request."""

@@ -5,6 +5,8 @@ An engine turns one OpenAI request into a stream of items:
 - `dict`: a complete non-streamed response body.
 - `SSEChunk`: one server-sent-events chunk to send as is (`data: {...}\\n\\n`, last `data: [DONE]`).
 - `UsageReport`: token counts of a stream, for metrics; never sent to the client.
+- `FluencySample`: the token ids of a response sampled for live fluency scoring (last item, only
+  for requests whose policy dict asks for it); never sent to the client.
 The real engine is vLLM (serving/engine/vllm_engine.py); unit tests of pure logic may pass a fake.
 """
 
@@ -18,7 +20,9 @@ from typing import Any
 from serving.config import ModelConfig
 from serving.protocol import ChatCompletionRequest, CompletionRequest
 
-__all__ = ["Engine", "EngineError", "error_type_for", "EngineItem", "SSEChunk", "UsageReport"]
+__all__ = [
+    "Engine", "EngineError", "error_type_for", "EngineItem", "FluencySample", "SSEChunk", "UsageReport",
+]
 
 
 _ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
@@ -69,7 +73,14 @@ class UsageReport:
     completion_tokens: int
 
 
-EngineItem = EngineError | dict[str, Any] | SSEChunk | UsageReport
+@dataclass
+class FluencySample:
+    """(prompt token ids, completion token ids) of each completion of a finished response."""
+
+    sequences: list[tuple[list[int], list[int]]]
+
+
+EngineItem = EngineError | dict[str, Any] | SSEChunk | UsageReport | FluencySample
 
 
 class Engine(ABC):
@@ -89,6 +100,11 @@ class Engine(ABC):
     @abstractmethod
     async def check_health(self) -> None:
         """Raise if the engine cannot serve."""
+
+    async def continuation_perplexity(self, token_ids: list[int], start: int) -> float:
+        """Perplexity of `token_ids[start:]` given what precedes it under the unsteered model, at a
+        priority below live requests (live fluency scoring). Engines that cannot score raise."""
+        raise NotImplementedError(f"{type(self).__name__} cannot score fluency")
 
     @abstractmethod
     def num_unfinished_requests(self) -> int:

@@ -4,6 +4,11 @@ vLLM does the OpenAI work (chat templates, sampling params, validation, streamin
 usage, logprobs); we add the steergate hook runtime (configured through
 `additional_config`, see plugin.py) and the side channel that brings per-token middleware
 outputs back to this process.
+
+Live fluency scoring (serving/fluency.py) runs here too: the token ids of a sampled response are
+recorded on their way out of the engine (recording.py) and handed to the ingress as the response's
+last item; the ingress later asks `continuation_perplexity` to score them with steering off, as a
+prompt-logprobs request at a priority below live traffic (vLLM's `scheduling_policy: priority`).
 """
 
 from __future__ import annotations
@@ -18,16 +23,21 @@ from typing import Any
 from middleware.hooks import load_middleware
 from serving.config import MiddlewareConfig, ModelConfig
 from middleware.embedded import embedded_model_dir
-from serving.engine.base import Engine, EngineError, EngineItem
+from middleware.fluency import continuation_perplexity
+from serving.engine.base import Engine, EngineError, EngineItem, FluencySample
 from serving.engine.plugin import ADDITIONAL_CONFIG_KEY
 from serving.engine.side_channel import SideChannelReceiver, SideOutputStore
 from serving.postprocess import ResponsePostprocessor
 from serving.protocol import ChatCompletionRequest, CompletionRequest
 from serving.safety_gate import SafetyPlan
 
-__all__ = ["VLLMEngine"]
+__all__ = ["FLUENCY_PRIORITY", "VLLMEngine"]
 
 logger = logging.getLogger(__name__)
+
+# vLLM schedules lower values first; live requests run at 0. A waiting scoring request is admitted
+# only after every waiting live one, and is the first preempted when the KV cache runs out.
+FLUENCY_PRIORITY = 100
 
 
 def _set_cpu_env(config: ModelConfig) -> None:
@@ -115,8 +125,10 @@ def engine_middleware(middleware: list[MiddlewareConfig], special_ids: list[int]
 class VLLMEngine(Engine):
     def __init__(self, engine: Any, serving_chat: Any, serving_completion: Any,
                  store: SideOutputStore, receiver: SideChannelReceiver | None,
-                 postprocess: ResponsePostprocessor, scheduler_load: _SchedulerLoad | None = None) -> None:
+                 postprocess: ResponsePostprocessor, config: ModelConfig,
+                 scheduler_load: _SchedulerLoad | None = None) -> None:
         self.engine = engine
+        self.config = config
         self._scheduler_load = scheduler_load or _SchedulerLoad()
         self.postprocess = postprocess
         self._chat = serving_chat
@@ -131,7 +143,8 @@ class VLLMEngine(Engine):
         from vllm.entrypoints.launchers.api_server.app_state import init_app_state
         from vllm.entrypoints.launchers.cli_args import FrontendArgs
         from vllm.platforms import current_platform
-        from vllm.v1.engine.async_llm import AsyncLLM
+
+        from serving.engine.recording import RecordingAsyncLLM
 
         if current_platform.is_cpu():
             _set_cpu_env(config)
@@ -156,6 +169,7 @@ class VLLMEngine(Engine):
             max_num_seqs=ecfg.max_num_seqs,
             seed=ecfg.seed,
             stream_interval=ecfg.stream_interval,
+            scheduling_policy=ecfg.scheduling_policy,
             # Cached prompt prefixes skip the forward pass, so the middleware would never see them.
             enable_prefix_caching=not config.middleware,
             additional_config={ADDITIONAL_CONFIG_KEY: steergate_cfg} if steergate_cfg else {},
@@ -163,7 +177,7 @@ class VLLMEngine(Engine):
         engine_kwargs.update(ecfg.extra_engine_args)  # the escape hatch wins over our defaults
         engine_args = AsyncEngineArgs(**engine_kwargs)
         scheduler_load = _SchedulerLoad()
-        engine = AsyncLLM.from_engine_args(engine_args, stat_loggers=[scheduler_load.logger_factory()])
+        engine = RecordingAsyncLLM.from_engine_args(engine_args, stat_loggers=[scheduler_load.logger_factory()])
         frontend = FrontendArgs()
         # vLLM's serving classes read their options from the CLI namespace `vllm serve` would build.
         args = Namespace(
@@ -174,7 +188,7 @@ class VLLMEngine(Engine):
         await init_app_state(engine, state, args, supported_tasks=await engine.get_supported_tasks())
         logger.info("vLLM engine for %s ready (%s)", config.name, model_path)
         return cls(engine, state.openai_serving_chat, state.openai_serving_completion, store, receiver,
-                   ResponsePostprocessor(config.middleware), scheduler_load)
+                   ResponsePostprocessor(config.middleware), config, scheduler_load)
 
     def chat(self, request: ChatCompletionRequest) -> AsyncIterator[EngineItem]:
         return self._run(request, self._chat.create_chat_completion)
@@ -204,6 +218,11 @@ class VLLMEngine(Engine):
             # Always get per-chunk usage from vLLM; the postprocessor strips what the client did not ask for.
             request.stream_options = StreamOptions(include_usage=True, continuous_usage_stats=True)
         buf = self.side_outputs.open(rid)
+        # The ingress sampled this response for fluency scoring: keep its token ids.
+        sampled = bool((engine_args.get("policy") or {}).get("fluency"))
+        if sampled:
+            self.engine.open_record(rid)
+        sequences: list[tuple[list[int], list[int]]] = []
         result = None
         try:
             try:
@@ -233,6 +252,29 @@ class VLLMEngine(Engine):
             if isinstance(result, AsyncGenerator):
                 await result.aclose()  # a stopped or abandoned stream: vLLM aborts the request
             self.side_outputs.close(rid)
+            if sampled:
+                sequences = self.engine.close_record(rid)
+        # Only a response that ended normally gets here (an error returned, a disconnect closed us).
+        if sequences:
+            yield FluencySample(sequences)
+
+    async def continuation_perplexity(self, token_ids: list[int], start: int) -> float:
+        from vllm import SamplingParams
+        from vllm.inputs import TokensPrompt
+        from vllm.utils import random_uuid
+
+        # The scoring request needs one free position for its single (discarded) sampled token.
+        token_ids = token_ids[: self.config.engine.max_model_len - 1]
+        # No extra_args: the in-engine middleware neither steers it nor reports on it.
+        params = SamplingParams(max_tokens=1, prompt_logprobs=0, detokenize=False)
+        priority = FLUENCY_PRIORITY if self.config.engine.scheduling_policy == "priority" else 0
+        final = None
+        async for out in self.engine.generate(TokensPrompt(prompt_token_ids=token_ids), params,
+                                              f"fluency-{random_uuid()}", priority=priority):
+            final = out
+        if final is None or final.prompt_logprobs is None:
+            raise RuntimeError("the engine returned no prompt log-probabilities")
+        return continuation_perplexity(final.prompt_logprobs, token_ids, start)
 
     async def check_health(self) -> None:
         await self.engine.check_health()

@@ -26,7 +26,7 @@ def build_event(**overrides: Any) -> dict[str, Any]:
 def test_event_fields_without_text() -> None:
     event = build_event()
     assert set(event) == {
-        "time", "request_id", "tenant", "policy", "arm", "event", "phase", "scores", "action", "model",
+        "time", "request_id", "tenant", "policy", "experiment", "arm", "event", "phase", "scores", "action", "model",
     }
     assert event["scores"] == {"prompt": 0.9, "completion": None}
     assert event["time"].endswith("Z")

@@ -118,7 +118,7 @@ def test_metrics_exposed(client: openai.OpenAI, gateway_url: str) -> None:
     line = next(l for l in text.splitlines()
                 if l.startswith("steergate_requests_total{") and 'endpoint="completions"' in l and 'status="200"' in l)
     assert float(line.rsplit(" ", 1)[1]) >= 1
-    assert f'steergate_generated_tokens_total{{model="{MODEL}"}}' in text
+    assert f'steergate_generated_tokens_total{{arm="",experiment="",model="{MODEL}",policy="open"}}' in text
 
 
 def test_ttft_recorded_for_streams(client: openai.OpenAI, gateway_url: str) -> None:

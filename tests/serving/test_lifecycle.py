@@ -22,7 +22,7 @@ import pytest
 
 from middleware.settings import runtime_dir
 from serving.processes import REGISTRY_FILE
-from tests.serving.subprocess_gateway import Gateway, free_port, port_free
+from tests.serving.subprocess_gateway import Gateway, free_port
 
 STOP_BUDGET_S = 30.0  # Kubernetes' default grace period
 
@@ -131,7 +131,7 @@ def test_a_start_recovers_what_a_killed_gateway_and_watchdog_left(running: dict[
 
 def test_a_busy_port_is_a_clear_error(workdir: Path) -> None:
     # A port of its own: the shared one may still have connections in TIME_WAIT from the last stop.
-    port = _free_port()
+    port = free_port()
     with socket.socket() as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         s.bind(("127.0.0.1", port))

@@ -203,7 +203,8 @@ def test_audit_includes_text_only_where_the_policy_opts_in(gateway_url: str,
 def test_safety_metrics_have_policy_labels(client: openai.OpenAI, gateway_url: str) -> None:
     client.completions.create(model=MODEL, prompt=TOXIC, max_tokens=2)
     text = httpx.get(f"{gateway_url}/metrics").text
-    assert f'steergate_toxicity_score_count{{model="{MODEL}",phase="prompt",policy="open"}}' in text
+    labels = f'arm="",experiment="",model="{MODEL}",phase="prompt",policy="open"'
+    assert f"steergate_toxicity_score_count{{{labels}}}" in text
     flagged = [x for x in text.splitlines() if x.startswith("steergate_flagged_total{") and 'policy="open"' in x]
     assert flagged and float(flagged[0].split()[-1]) >= 1
     assert "steergate_steered_tokens_total" in text and "steergate_fluency_perplexity" in text
