@@ -8,7 +8,7 @@ middleware rides in `SamplingParams.extra_args[REQUEST_ARGS_KEY]`.
 from __future__ import annotations
 
 import math
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 from vllm.entrypoints.openai.chat_completion.protocol import ChatCompletionRequest as _VllmChatRequest
@@ -17,6 +17,7 @@ from vllm.sampling_params import SamplingParams
 
 from middleware.hooks import REQUEST_ARGS_KEY
 from middleware.interventions import Mode
+from middleware.tiers import SteerPositions
 
 __all__ = [
     "Intervention",
@@ -50,8 +51,12 @@ class SteeringRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    tier: Literal["off", "light", "medium", "strong"] | None = None
+    # Any tier the model's steering middleware configures (off/light/medium/strong by default;
+    # operators and the calibration may add more); unknown names are a 400 from its validator.
+    tier: str | None = Field(None, min_length=1)
     interventions: list[Intervention] | None = Field(None, max_length=MAX_INTERVENTIONS)
+    steer_positions: SteerPositions | None = Field(
+        None, description="Which tokens are steered (prompt, generated, both); default: the tier's.")
 
     @model_validator(mode="after")
     def _one_of(self) -> SteeringRequest:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import pytest
 import torch
@@ -239,3 +240,27 @@ def test_invalid_specs_raise(sae: SAE, spec: InterventionSpec, message: str) -> 
 def test_invalid_gates_raise(sae: SAE, gate: GateSpec, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         SteeringPlan.compile([InterventionSpec(feature=1, strength=1.0)], sae, gate)
+
+
+def test_gate_thresholds_per_feature(sae: SAE, h: torch.Tensor) -> None:
+    f = _partly_active_feature(sae, h)
+    g = _partly_active_feature(sae, h, skip=(f,))
+    acts = sae.encode(h)
+    # f's own cut lets none of its tokens through; g's cut lets every token where it is active.
+    gate = GateSpec(features=[f, g], threshold=[float(acts[:, f].max()) + 1.0, 0.0])
+    out, changed = apply_plan(h, sae, _plan(sae, InterventionSpec(feature=9, strength=1.0), gate=gate))
+    fires = acts[:, g] > 0
+    assert 0 < int(fires.sum()) < h.shape[0]
+    assert torch.equal(changed, fires)
+    assert_close(out[fires], h[fires] + sae.W_dec[9])
+
+
+@pytest.mark.parametrize(("threshold", "message"), [
+    ([1.0], "2 features but 1 thresholds"),
+    ([1.0, math.inf], "finite"),
+    ("high", "number or a list"),
+])
+def test_invalid_per_feature_thresholds_raise(sae: SAE, threshold: Any, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        SteeringPlan.compile([InterventionSpec(feature=1, strength=1.0)], sae,
+                             GateSpec(features=[1, 2], threshold=threshold))
