@@ -40,6 +40,9 @@ def common_eval_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--model", help="model name (default: the embedded smollm2-135m-instruct)")
     g.add_argument("--port", type=int, help="port for a started gateway (default: a free one)")
     g.add_argument("--tokenizer", type=Path, help="the model's tokenizer directory (default: the embedded model)")
+    g.add_argument("--cache", type=Path, default=Path("evals/results/cache.jsonl"),
+                   help="request cache shared by every evaluation command (keys cover everything a result "
+                   "depends on, so runs resume and repeated settings are reused); default evals/results/cache.jsonl")
 
 
 def load_prompt_set(args: argparse.Namespace) -> Any:
@@ -99,7 +102,7 @@ def run_eval(args: argparse.Namespace, settings_for: Any, out: Path, title: str 
     tokenizer = tokenizer_for(args.tokenizer) if prompts.mc else None
     with gateway(target, args.port) as url:
         results = evaluate(lambda: GatewayClient(url, target.model, args.api_key), settings, prompts,
-                           spec_from_args(args), out, tokenizer, target.cache_context())
+                           spec_from_args(args), out, tokenizer, target.cache_context(), args.cache)
     results["provenance"] = {**provenance(), "features": str(target.features_path), "url": args.url}
     paths = write_outputs(results, out, title)
     print((out / "eval.md").read_text())
@@ -127,3 +130,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, default=Path("evals/results/eval"), help="output directory")
     common_eval_args(p)
     p.set_defaults(func=_eval)
+    from evals.calibrate import add_command as add_calibrate
+    from evals.findings import add_commands as add_findings
+
+    add_calibrate(sub)
+    add_findings(sub)

@@ -12,7 +12,7 @@ For every setting (a tier, or explicit interventions), through a running gateway
    tokens, which a `generated`-only tier would never touch).
 Every number comes with a 95% interval (evals/stats.py: bootstrap over prompts, paired against off).
 
-Work is cached per request in OUT/cache.jsonl, keyed by everything the request depends on, so an
+Work is cached per request in a JSONL file (OUT/cache.jsonl unless given), keyed by everything the request depends on, so an
 interrupted run resumes where it stopped and a sweep that repeats a setting reuses it.
 """
 
@@ -253,8 +253,8 @@ def _summary(name: str, setting: Setting, tox: list[list[dict[str, Any]]], ben: 
 
 
 def evaluate(client_factory: Callable[[], GatewayClient], settings: Sequence[Setting], prompts: PromptSet,
-             spec: EvalSpec, out_dir: Path, tokenizer: Any | None, cache_context: Mapping[str, Any]
-             ) -> dict[str, Any]:
+             spec: EvalSpec, out_dir: Path, tokenizer: Any | None, cache_context: Mapping[str, Any],
+             cache_path: Path | None = None) -> dict[str, Any]:
     """Run every setting (plus `off`, the reference, if missing) and return the results.
 
     Returns {"spec", "settings": [summary per setting, Estimates as dicts], "records": raw per-setting
@@ -265,7 +265,9 @@ def evaluate(client_factory: Callable[[], GatewayClient], settings: Sequence[Set
     if not any(s.steering == OFF for s in settings):
         settings = [Setting("off", dict(OFF)), *settings]
     out_dir.mkdir(parents=True, exist_ok=True)
-    cache = _Cache(out_dir / "cache.jsonl", cache_context)
+    cache_path = cache_path or out_dir / "cache.jsonl"
+    cache_path.parent.mkdir(parents=True, exist_ok=True)
+    cache = _Cache(cache_path, cache_context)
     tox = _generations(client_factory, cache, settings, prompts.toxic, spec.samples, spec.temperature, spec,
                        "toxic-leaning prompts: generating")
     ben = _generations(client_factory, cache, settings, prompts.benign, 1, 0.0, spec,
