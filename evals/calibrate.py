@@ -44,14 +44,19 @@ TARGETS: dict[str, Target] = {
 }
 
 # The grid: gates in units of each feature's own gate threshold, strengths in units of its typical
-# activation on toxic text; top_k restricts to the detector's heaviest features.
-CANDIDATES: dict[str, list[TierRecipe]] = {
-    "light": [TierRecipe("ablate", gate=g, top_k=k) for g in (1.0, 1.5, 2.0, 3.0) for k in (None, 10)],
-    "medium": [TierRecipe("clamp", strength=s, gate=g) for s in (-0.25, -0.5) for g in (1.0, 1.5, 2.0)]
-    + [TierRecipe("ablate", gate=g) for g in (0.5, 0.75)] + [TierRecipe("ablate")],
-    "strong": [TierRecipe("clamp", strength=s, gate=g) for s in (-1.0, -2.0) for g in (0.5, 1.0, 1.5)]
-    + [TierRecipe("add", strength=s) for s in (-0.1, -0.25)],
-}
+# activation on toxic text; top_k restricts to the detector's heaviest features. Pruned by how often
+# the gate opens on the held-out corpus (heldout.jsonl): with all 40 features some gate feature fires
+# in 97% of benign texts even at 2x their thresholds; the top 5 at 3x fire in 6% (75% of toxic ones).
+# The clamps over the top 10, gated (conditional) and not (constant), are also `finding conditional`'s.
+CANDIDATES: list[TierRecipe] = [
+    TierRecipe("ablate", gate=3.0, top_k=5),
+    TierRecipe("ablate", gate=2.0, top_k=10),
+    TierRecipe("clamp", strength=-0.5, gate=3.0, top_k=5),
+    TierRecipe("clamp", strength=-0.5, gate=3.0, top_k=10),
+    *(TierRecipe("clamp", strength=s, gate=g, top_k=10) for g in (2.0, None) for s in (-0.5, -1.0, -2.0)),
+    TierRecipe("clamp", strength=-1.0, gate=1.0, top_k=20),
+    TierRecipe("clamp", strength=-1.0, gate=0.5),
+]
 
 
 def candidate_name(recipe: TierRecipe) -> str:
@@ -74,11 +79,12 @@ def meets(row: Mapping[str, Any], target: Target, fluency_only: bool = False) ->
 
 def choose(rows: Sequence[Mapping[str, Any]], candidates: Mapping[str, TierRecipe]
            ) -> dict[str, dict[str, Any]]:
-    """{tier: {"candidate", "recipe", "met", "row"}} from the measured rows (eval.json's settings)."""
+    """{tier: {"candidate", "recipe", "met", "row"}} from the measured rows (eval.json's settings):
+    any candidate may serve any tier."""
     by_name = {r["name"]: r for r in rows}
     chosen: dict[str, dict[str, Any]] = {}
+    names = [n for n in candidates if n in by_name]
     for tier, target in TARGETS.items():
-        names = [candidate_name(c) for c in CANDIDATES[tier] if candidate_name(c) in by_name]
         cut = {n: 1 - _value(by_name[n], "toxicity_vs_off") for n in names}
         met = [n for n in names if meets(by_name[n], target)]
         fluent = [n for n in names if meets(by_name[n], target, fluency_only=True)]
@@ -103,7 +109,7 @@ def _calibrate(args: argparse.Namespace) -> int:
 
     features = Path(args.features or EMBEDDED_FEATURES).resolve()
     fs = FeatureSet.load(features)
-    candidates = {candidate_name(r): r for tier in TARGETS for r in CANDIDATES[tier]}
+    candidates = {candidate_name(r): r for r in CANDIDATES}
     presets = recipe_presets(candidates, fs.features, fs.weights, fs.gate_thresholds, fs.typical_activation)
     args.no_mc = True  # a bound checked on the chosen tiers afterwards, not a choice
 

@@ -96,6 +96,7 @@ def run_eval(args: argparse.Namespace, settings_for: Any, out: Path, title: str 
     from evals.harness import evaluate
     from evals.report import write_outputs
 
+    _quiet()
     target = GatewayTarget(url=args.url, features_path=features, tiers=tiers, model=args.model)
     settings = settings_for(target.tiers())
     prompts = load_prompt_set(args)
@@ -110,8 +111,16 @@ def run_eval(args: argparse.Namespace, settings_for: Any, out: Path, title: str 
     return results
 
 
-def _eval(args: argparse.Namespace) -> int:
+def _quiet() -> None:
+    """One log line per HTTP request would bury the progress bars."""
+    import logging
+
+    for name in ("httpx", "httpx2", "openai"):
+        logging.getLogger(name).setLevel(logging.WARNING)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def _eval(args: argparse.Namespace) -> int:
     run_eval(args, lambda tiers: _parse_settings(args, tiers), args.out, features=args.features)
     return 0
 

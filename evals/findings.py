@@ -28,9 +28,11 @@ from middleware.tier_recipes import TierRecipe
 
 __all__ = ["add_commands", "cost_at_cut"]
 
-# Conditional steering gates at each feature's own gate threshold; both arms clamp the same features.
-CONDITIONAL_GATE = 1.0
-STRENGTHS = (-0.25, -0.5, -1.0, -2.0)
+# Conditional steering gates at twice each feature's own gate threshold; both arms clamp the same
+# features (the top 10 by default). The same recipes are calibration candidates, so a run after
+# `steergate calibrate` is served from the shared cache.
+CONDITIONAL_GATE = 2.0
+STRENGTHS = (-0.5, -1.0, -2.0)
 CUTS = (0.2, 0.3, 0.5)
 
 
@@ -133,7 +135,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     s.set_defaults(func=_splitting, split="dev")
     c = finding.add_parser("conditional", help="constant vs conditional steering at equal toxicity cut")
     c.add_argument("--features", type=Path, help="features file (default: the shipped one)")
-    c.add_argument("--k", type=int, default=None, help="steer only the top k features (default: all)")
+    c.add_argument("--k", type=int, default=10, help="steer the top k features by detector weight (default 10)")
     c.add_argument("--out", type=Path, default=Path("evals/results/conditional"), help="output directory")
     common_eval_args(c)
     c.set_defaults(func=_conditional, split="dev")
