@@ -47,6 +47,7 @@ logger = logging.getLogger(__name__)
 
 # SIGTERM first, so engines and HAProxy close their sockets; whatever is left after this, SIGKILL.
 TERM_GRACE_S = 5.0
+KILL_WAIT_S = 2.0
 SNAPSHOT_INTERVAL_S = 1.0
 REGISTRY_FILE = "processes.json"
 _PROC = Path("/proc")
@@ -130,6 +131,11 @@ def terminate(procs: Iterable[Proc], grace_s: float = TERM_GRACE_S) -> list[Proc
         left = [p for p in left if p.alive()]
     for p in left:
         _signal(p, signal.SIGKILL)
+    # SIGKILL is delivered asynchronously: return once they are gone (or zombies), not before.
+    deadline = time.monotonic() + KILL_WAIT_S
+    while left and time.monotonic() < deadline:
+        left = [p for p in left if p.alive()]
+        time.sleep(0.05)
     return procs
 
 
