@@ -31,6 +31,16 @@ def test_strong_add_shifts_greedy_output(client: openai.OpenAI) -> None:
     assert steered.model_extra["safety"]["prompt"]["steered_tokens"] == 0
 
 
+def test_request_can_steer_its_prompt(client: openai.OpenAI) -> None:
+    """steer_positions "both": the prompt's tokens are steered too (chat-template tokens excepted)."""
+    r = _chat(client, {**ADD, "steer_positions": "both"}, max_tokens=4)
+    assert 0 < r.model_extra["safety"]["prompt"]["steered_tokens"] < r.usage.prompt_tokens
+    assert r.model_extra["safety"]["completion"]["steered_tokens"] == 3
+    with pytest.raises(openai.BadRequestError) as e:
+        _chat(client, {"tier": "strong", "steer_positions": "everywhere"})
+    assert e.value.body["param"].startswith("steering")
+
+
 def test_unsteered_request_is_annotated_off(client: openai.OpenAI) -> None:
     r = _chat(client, None)
     assert r.model_extra["safety"]["tier"] == "off"
