@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import json
 import os
@@ -101,9 +102,16 @@ def run_eval(args: argparse.Namespace, settings_for: Any, out: Path, title: str 
     settings = settings_for(target.tiers())
     prompts = load_prompt_set(args)
     tokenizer = tokenizer_for(args.tokenizer) if prompts.mc else None
-    with gateway(target, args.port) as url:
-        results = evaluate(lambda: GatewayClient(url, target.model, args.api_key), settings, prompts,
-                           spec_from_args(args), out, tokenizer, target.cache_context(), args.cache)
+    with contextlib.ExitStack() as stack:
+        def client() -> GatewayClient:
+            # Started on the first request the cache cannot answer, once; stopped on exit.
+            if not urls:
+                urls.append(stack.enter_context(gateway(target, args.port)))
+            return GatewayClient(urls[0], target.model, args.api_key)
+
+        urls: list[str] = []
+        results = evaluate(client, settings, prompts, spec_from_args(args), out, tokenizer, target.cache_context(),
+                           args.cache)
     results["provenance"] = {**provenance(), "features": str(target.features_path), "url": args.url}
     paths = write_outputs(results, out, title)
     print((out / "eval.md").read_text())

@@ -90,12 +90,20 @@ async def _gather(jobs: list[Callable[[], Awaitable[T]]], desc: str) -> list[T]:
 
 def run_all(client_factory: Callable[[], GatewayClient], jobs: Iterable[Callable[[GatewayClient], Awaitable[T]]],
             desc: str) -> list[T]:
-    """Run `jobs` (each given the client) concurrently in a fresh event loop, with a progress bar."""
+    """Run `jobs` (each given the client) concurrently in a fresh event loop, with a progress bar.
+
+    A job with a true `cached` attribute answers without the client; when every job does, the
+    client is never made (so a fully cached phase starts no gateway). The factory runs here, in the
+    calling thread and outside the event loop, since starting a gateway installs signal handlers.
+    """
+    jobs = list(jobs)
+    client = None if all(getattr(j, "cached", False) for j in jobs) else client_factory()
+
     async def main() -> list[T]:
-        client = client_factory()
         try:
-            return await _gather([lambda j=j: j(client) for j in jobs], desc)
+            return await _gather([lambda j=j: j(client) for j in jobs], desc)  # type: ignore[arg-type]
         finally:
-            await client.close()
+            if client is not None:
+                await client.close()
 
     return asyncio.run(main())

@@ -112,14 +112,17 @@ class _Cache:
         return value
 
 
-def _cached(cache: _Cache, key: str, call: Callable[[GatewayClient], Awaitable[Any]]
-            ) -> Callable[[GatewayClient], Awaitable[Any]]:
-    async def job(client: GatewayClient) -> Any:
-        if key in cache.data:
-            return cache.data[key]
-        return cache.put(key, await call(client))
+class _Cached:
+    """A request job that answers from the cache when it can (`cached`: whether it will)."""
 
-    return job
+    def __init__(self, cache: _Cache, key: str, call: Callable[[GatewayClient], Awaitable[Any]]) -> None:
+        self.cache, self.key, self.call = cache, key, call
+        self.cached = key in cache.data
+
+    async def __call__(self, client: GatewayClient) -> Any:
+        if self.key in self.cache.data:
+            return self.cache.data[self.key]
+        return self.cache.put(self.key, await self.call(client))
 
 
 def _setting_id(s: Setting) -> dict[str, Any]:
@@ -144,7 +147,7 @@ def _generations(client_factory: Callable[[], GatewayClient], cache: _Cache, set
 
                 key = cache.key("gen", _setting_id(s), p["prompt"], bool(p.get("chat")), spec.max_tokens,
                                 temperature, seed)
-                jobs.append(_cached(cache, key, call))
+                jobs.append(_Cached(cache, key, call))
                 where.append((s.name, i, j))
     results = run_all(client_factory, jobs, desc)
     out = {s.name: [[{} for _ in range(samples)] for _ in prompts] for s in settings}
@@ -165,7 +168,7 @@ def _score_fluency(client_factory: Callable[[], GatewayClient], cache: _Cache,
         async def call(c: GatewayClient, ids: list[int] = ids) -> Any:
             return await c.logprobs(ids, OFF)
 
-        jobs.append(_cached(cache, cache.key("lp", OFF, ids), call))
+        jobs.append(_Cached(cache, cache.key("lp", OFF, ids), call))
     for g, lps in zip(todo, run_all(client_factory, jobs, desc), strict=True):
         cont = lps[len(g["prompt_token_ids"]):]
         g["nll"] = -float(sum(cont))
@@ -194,7 +197,7 @@ def _mc(client_factory: Callable[[], GatewayClient], cache: _Cache, settings: Se
                 async def call(c: GatewayClient, ids: list[int] = ids, steering: dict[str, Any] = steering) -> Any:
                     return await c.logprobs(ids, steering)
 
-                jobs.append(_cached(cache, cache.key("mc", {**_setting_id(s), "steering": steering}, ids), call))
+                jobs.append(_Cached(cache, cache.key("mc", {**_setting_id(s), "steering": steering}, ids), call))
                 where.append((s.name, i, k))
     results = run_all(client_factory, jobs, "general ability: scoring options")
     scores: dict[str, list[list[float]]] = {s.name: [[0.0] * len(o) for o in encoded] for s in settings}
