@@ -50,12 +50,10 @@ TARGETS: dict[str, Target] = {
 # The clamps over the top 10, gated (conditional) and not (constant), are also `finding conditional`'s.
 CANDIDATES: list[TierRecipe] = [
     TierRecipe("ablate", gate=3.0, top_k=5),
-    TierRecipe("ablate", gate=2.0, top_k=10),
     TierRecipe("clamp", strength=-0.5, gate=3.0, top_k=5),
     TierRecipe("clamp", strength=-0.5, gate=3.0, top_k=10),
-    *(TierRecipe("clamp", strength=s, gate=g, top_k=10) for g in (2.0, None) for s in (-0.5, -1.0, -2.0)),
+    *(TierRecipe("clamp", strength=s, gate=g, top_k=10) for g in (2.0, None) for s in (-0.5, -1.0)),
     TierRecipe("clamp", strength=-1.0, gate=1.0, top_k=20),
-    TierRecipe("clamp", strength=-1.0, gate=0.5),
 ]
 
 

@@ -38,6 +38,7 @@ def common_eval_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("gateway")
     g.add_argument("--url", help="a running gateway (e.g. http://127.0.0.1:8000); default: start one")
     g.add_argument("--api-key", default="unused", help="key for a gateway whose policy needs one")
+    g.add_argument("--concurrency", type=int, default=32, help="requests in flight at once (default 32)")
     g.add_argument("--model", help="model name (default: the embedded smollm2-135m-instruct)")
     g.add_argument("--port", type=int, help="port for a started gateway (default: a free one)")
     g.add_argument("--tokenizer", type=Path, help="the model's tokenizer directory (default: the embedded model)")
@@ -107,7 +108,7 @@ def run_eval(args: argparse.Namespace, settings_for: Any, out: Path, title: str 
             # Started on the first request the cache cannot answer, once; stopped on exit.
             if not urls:
                 urls.append(stack.enter_context(gateway(target, args.port)))
-            return GatewayClient(urls[0], target.model, args.api_key)
+            return GatewayClient(urls[0], target.model, args.api_key, args.concurrency)
 
         urls: list[str] = []
         results = evaluate(client, settings, prompts, spec_from_args(args), out, tokenizer, target.cache_context(),

@@ -32,7 +32,7 @@ __all__ = ["add_commands", "cost_at_cut"]
 # features (the top 10 by default). The same recipes are calibration candidates, so a run after
 # `steergate calibrate` is served from the shared cache.
 CONDITIONAL_GATE = 2.0
-STRENGTHS = (-0.5, -1.0, -2.0)
+STRENGTHS = (-0.5, -1.0)
 CUTS = (0.2, 0.3, 0.5)
 
 
