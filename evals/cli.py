@@ -79,6 +79,9 @@ def _parse_settings(args: argparse.Namespace, tiers: dict[str, Any] | None) -> l
 
     names = [t for t in (args.tiers or "").split(",") if t] if args.tiers else list(tiers or ["off", "light", "medium",
                                                                                               "strong"])
+    unknown = [t for t in names if tiers is not None and t not in tiers and t != "off"]
+    if unknown:
+        raise SystemExit(f"steergate eval: unknown tier(s) {unknown}; this gateway has {sorted(tiers or [])}")
     settings = [Setting(t, {"tier": t}, (tiers or {}).get(t)) for t in names]
     for raw in args.setting or []:
         name, _, body = raw.partition("=")
