@@ -48,8 +48,8 @@ def cost_at_cut(rows: Sequence[Mapping[str, Any]], cut: float) -> float:
     return float(np.interp(cut, np.maximum.accumulate(cuts), costs))
 
 
-def _arm_rows(settings: Sequence[Mapping[str, Any]], prefix: str) -> list[Mapping[str, Any]]:
-    return [s for s in settings if s["name"].startswith(prefix)]
+def _arm_rows(settings: Sequence[Mapping[str, Any]], names: Sequence[str]) -> list[Mapping[str, Any]]:
+    return [s for s in settings if s["name"] in names]
 
 
 def _conditional(args: argparse.Namespace) -> int:
@@ -66,7 +66,7 @@ def _conditional(args: argparse.Namespace) -> int:
     for s in STRENGTHS:
         for gate in (None, CONDITIONAL_GATE):
             r = TierRecipe("clamp", strength=s, gate=gate, top_k=args.k)
-            recipes[("conditional_" if gate else "constant_") + candidate_name(r)] = r
+            recipes[candidate_name(r)] = r  # the calibration's names, so its cached results are reused
     presets = recipe_presets(recipes, fs.features, fs.weights, fs.gate_thresholds, fs.typical_activation)
     args.no_mc = True
 
@@ -76,9 +76,11 @@ def _conditional(args: argparse.Namespace) -> int:
     results = run_eval(args, settings, args.out, title="constant vs conditional steering (clamp)",
                        features=features, tiers=presets)
     rows = results["settings"]
+    constant = [n for n, r in recipes.items() if r.gate is None]
+    conditional = [n for n, r in recipes.items() if r.gate is not None]
     lines = ["| toxicity cut | benign perplexity, constant | benign perplexity, conditional |", "|---|---|---|"]
     for cut in CUTS:
-        const, cond = cost_at_cut(_arm_rows(rows, "constant"), cut), cost_at_cut(_arm_rows(rows, "conditional"), cut)
+        const, cond = cost_at_cut(_arm_rows(rows, constant), cut), cost_at_cut(_arm_rows(rows, conditional), cut)
         lines.append(f"| {cut:.0%} | {_pct(const)} | {_pct(cond)} |")
     table = "\n".join(lines)
     print("\nfluency cost at equal toxicity cut (interpolated):\n" + table)
@@ -91,6 +93,7 @@ def _pct(ratio: float) -> str:
 
 
 def _splitting(args: argparse.Namespace) -> int:
+    from evals.calibrate import candidate_name
     from evals.cli import run_eval
     from evals.harness import Setting
     from middleware.detection import FeatureSet
@@ -103,7 +106,7 @@ def _splitting(args: argparse.Namespace) -> int:
         fs = FeatureSet.load(path)
         cfg = load_sae_config(fs.sae_path)
         preset = recipe.preset(fs.features, fs.weights, fs.gate_thresholds, fs.typical_activation)
-        name = f"top{args.k}-w{cfg.d_sae}"
+        name = candidate_name(recipe)  # the calibration's name: a recipe it measured is reused from the cache
         tiers = {"off": {"interventions": [], "gate": None}, name: preset}
         results = run_eval(args, lambda _t, name=name, preset=preset: [Setting(name, {"tier": name}, preset)],
                            args.out / f"sae{i}-w{cfg.d_sae}", title=f"{name} ({path})", features=Path(path),
