@@ -41,6 +41,8 @@ def common_eval_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--concurrency", type=int, default=32, help="requests in flight at once (default 32)")
     g.add_argument("--model", help="model name (default: the embedded smollm2-135m-instruct)")
     g.add_argument("--port", type=int, help="port for a started gateway (default: a free one)")
+    g.add_argument("--eager", action="store_true", help="start the gateway without torch.compile (starts in "
+                   "seconds instead of minutes; each step is slower)")
     g.add_argument("--tokenizer", type=Path, help="the model's tokenizer directory (default: the embedded model)")
     g.add_argument("--cache", type=Path, default=Path("evals/results/cache.jsonl"),
                    help="request cache shared by every evaluation command (keys cover everything a result "
@@ -110,7 +112,7 @@ def run_eval(args: argparse.Namespace, settings_for: Any, out: Path, title: str 
         def client() -> GatewayClient:
             # Started on the first request the cache cannot answer, once; stopped on exit.
             if not urls:
-                urls.append(stack.enter_context(gateway(target, args.port)))
+                urls.append(stack.enter_context(gateway(target, args.port, args.eager)))
             return GatewayClient(urls[0], target.model, args.api_key, args.concurrency)
 
         urls: list[str] = []

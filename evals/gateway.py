@@ -62,16 +62,20 @@ class GatewayTarget:
 
 
 @contextmanager
-def gateway(target: GatewayTarget, port: int | None = None) -> Iterator[str]:
-    """The base URL to talk to; a started gateway is stopped on exit (nothing of it outlives it)."""
+def gateway(target: GatewayTarget, port: int | None = None, eager: bool = False) -> Iterator[str]:
+    """The base URL to talk to; a started gateway is stopped on exit (nothing of it outlives it).
+
+    eager: skip torch.compile (slower steps, but a start without the compile, which is redone at
+    every start since the engine's config carries a per-start side-channel address)."""
     if target.url is not None:
         yield target.url
         return
-    from serving.config import GatewayConfig, ModelConfig, embedded_middleware
+    from serving.config import EngineConfig, GatewayConfig, ModelConfig, embedded_middleware
     from serving.launcher import start_gateway, stop_gateway
 
     middleware = embedded_middleware(str(target.features_path), tiers=target._tiers)
-    config = GatewayConfig(port=port or free_port(), models=[ModelConfig(name=target.model, middleware=middleware)])
+    model = ModelConfig(name=target.model, middleware=middleware, engine=EngineConfig(enforce_eager=eager))
+    config = GatewayConfig(port=port or free_port(), models=[model])
     try:
         yield start_gateway(config, health_timeout_s=900)
     finally:
