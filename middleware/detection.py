@@ -34,6 +34,7 @@ import torch
 from middleware.hooks import BatchLayout, HookResult
 from middleware.sae import SAE
 from middleware.steering import SAESteeringMiddleware
+from middleware.tier_recipes import TierRecipe, load_tier_recipes, recipe_presets, tiers_path_for
 from middleware.tiers import default_tiers
 
 __all__ = ["FEATURES_FORMAT", "TOXICITY_FEATURES", "DetectorParams", "FeatureSet", "RunningScore",
@@ -59,6 +60,8 @@ class FeatureSet:
     gate_thresholds: list[float] = field(default_factory=list)  # (m,) per-feature activation cut
     typical_activation: list[float] = field(default_factory=list)  # (m,) mean max activation on toxic texts
     extra: dict[str, Any] = field(default_factory=dict)  # stats, selection and held-out reports
+    # Calibrated tiers (middleware/tier_recipes.py), from the tiers file beside the features file.
+    tier_recipes: dict[str, TierRecipe] | None = None
 
     @classmethod
     def load(cls, path: str | Path) -> FeatureSet:
@@ -81,6 +84,7 @@ class FeatureSet:
             gate_thresholds=[float(x) for x in det.get("gate_thresholds", [])],
             typical_activation=[float(x) for x in det.get("typical_activation", [])],
             extra={k: v for k, v in raw.items() if k not in ("format", "model_name", "sae", "detector")},
+            tier_recipes=load_tier_recipes(tiers_path)[0] if (tiers_path := tiers_path_for(path)).exists() else None,
         )
 
     def to_dict(self, sae_path: str) -> dict[str, Any]:
@@ -100,13 +104,17 @@ class FeatureSet:
         return DetectorParams(tuple(self.weights), self.bias)
 
     def tiers(self) -> dict[str, dict[str, Any]]:
-        """Paper-style light/medium/strong presets over the detector's features (middleware/tiers.py).
+        """The steering tiers over the detector's features: the calibrated recipes of the tiers file
+        beside the features file (`steergate calibrate`), else paper-style starting points.
 
-        Gate thresholds and strengths come from the features' own statistics, so they are in
-        the units of this SAE: light ablates where a feature fires above its median gate
-        threshold, medium clamps to minus the typical activation where it fires at half that,
-        strong subtracts twice the typical activation at every steered token.
+        The starting points (middleware/tiers.py) take gate thresholds and strengths from the
+        features' own statistics, so they are in the units of this SAE: light ablates where a
+        feature fires above its median gate threshold, medium clamps to minus the typical activation
+        where it fires at half that, strong subtracts twice the typical activation at every steered token.
         """
+        if self.tier_recipes is not None:
+            return recipe_presets(self.tier_recipes, self.features, self.weights, self.gate_thresholds,
+                                  self.typical_activation)
         gate = _median(self.gate_thresholds) or 1.0
         typical = _median(self.typical_activation) or 1.0
         return default_tiers(self.features, light_threshold=gate, medium_threshold=gate / 2,

@@ -93,19 +93,37 @@ class InterventionSpec:
 
 @dataclass
 class GateSpec:
-    """Steer a token only if any of `features` has activation > `threshold` there (the signed
-    activation for abstopk SAEs, so a feature firing in its negative direction does not count)."""
+    """Steer a token only if any of `features` has activation > its threshold there (the signed
+    activation for abstopk SAEs, so a feature firing in its negative direction does not count).
+
+    `threshold` is one number for every gate feature, or one per feature (m,): features live on
+    different scales (one fires at 1 on toxic text, another at 10 on anything), so a gate that
+    should open only on toxic tokens needs each feature's own cut.
+    """
 
     features: list[int]
-    threshold: float = 0.0
+    threshold: float | list[float] = 0.0
+
+    def thresholds(self) -> list[float]:
+        """(m,) the threshold of each gate feature."""
+        if isinstance(self.threshold, int | float):
+            return [float(self.threshold)] * len(self.features)
+        return [float(t) for t in self.threshold]
 
     def validate(self, sae: SAE) -> None:
         if not self.features:
             raise ValueError("a gate needs at least one feature")
         for f in self.features:
             _check_feature(f, sae, "gate feature")
-        if not isinstance(self.threshold, int | float) or not math.isfinite(self.threshold):
-            raise ValueError(f"gate threshold must be a finite number, got {self.threshold!r}")
+        scalar = isinstance(self.threshold, int | float) and not isinstance(self.threshold, bool)
+        values = [self.threshold] if scalar else self.threshold
+        if not isinstance(values, list | tuple):
+            raise ValueError(f"gate threshold must be a number or a list of numbers, got {self.threshold!r}")
+        if not scalar and len(values) != len(self.features):
+            raise ValueError(f"gate has {len(self.features)} features but {len(values)} thresholds")
+        for t in values:
+            if isinstance(t, bool) or not isinstance(t, int | float) or not math.isfinite(t):
+                raise ValueError(f"gate threshold must be a finite number, got {t!r}")
 
 
 @dataclass(frozen=True)
@@ -117,7 +135,7 @@ class SteeringPlan:
     act_coef: torch.Tensor  # (n,) b
     vector: torch.Tensor | None  # (d_in,) sum of s * v over the raw-vector specs
     gate_features: torch.Tensor  # (g,) long; empty when ungated
-    gate_threshold: float
+    gate_thresholds: torch.Tensor  # (g,) each gate feature's activation cut
 
     @classmethod
     def compile(
@@ -138,7 +156,7 @@ class SteeringPlan:
             act_coef=torch.tensor([_AFFINE[s.mode][1] for s in on_features], dtype=torch.float64),
             vector=torch.stack(vectors).sum(dim=0) if vectors else None,
             gate_features=torch.tensor(gate.features if gate else [], dtype=torch.long),
-            gate_threshold=float(gate.threshold) if gate else 0.0,
+            gate_thresholds=torch.tensor(gate.thresholds() if gate else [], dtype=torch.float64),
         )
 
     @property
@@ -215,7 +233,7 @@ class PlanBatch:
             act_coef[i].index_add_(0, pos, p.act_coef)
             if p.gate_features.numel():
                 gated[i] = True
-                gate_thresholds[i, torch.searchsorted(features, p.gate_features)] = p.gate_threshold
+                gate_thresholds[i, torch.searchsorted(features, p.gate_features)] = p.gate_thresholds
             if vector is not None and p.vector is not None:
                 vector[i] = p.vector
         return cls(

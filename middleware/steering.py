@@ -6,6 +6,9 @@ per token; see middleware/interventions.py). Which request gets what is read eac
 `BatchLayout.request_args[r]["steering"]`: {"tier": name} selects a preset from the configured
 `tiers` (middleware/tiers.py), {"interventions": [...]} is a client's explicit list.
 
+A request may also say which of its tokens are steered ("steer_positions": "prompt", "generated" or
+"both"), overriding the tier's or the middleware's default.
+
 Isolation: a request's tokens depend only on its own spec (a `PlanBatch` row per request), and
 tokens of requests without steering are returned with their exact original values. A bad spec
 never raises here (the API layer validates with `validate_steering`): it leaves that request
@@ -150,6 +153,15 @@ class SAESteeringMiddleware(ResidualMiddleware):
         steering = args.get("steering") if isinstance(args, Mapping) else None
         if not isinstance(steering, Mapping) or ("tier" in steering) == ("interventions" in steering):
             return _UNSTEERED
+        resolved = self._resolve_spec(steering)
+        positions = steering.get("steer_positions")
+        if resolved[1] is None or not isinstance(positions, str) or positions not in _POSITION_CODE:
+            return resolved
+        # The request chose its own positions: a different plan row, so a different cache key.
+        return ((*resolved[0], positions), resolved[1], _POSITION_CODE[positions])
+
+    def _resolve_spec(self, steering: Mapping[str, Any]) -> _Resolved:
+        """A tier's or an explicit list's (cache key, plan or None, position code)."""
         if "tier" in steering:
             tier = steering["tier"]
             return self._tiers.get(tier, _UNSTEERED) if isinstance(tier, str) else _UNSTEERED

@@ -7,7 +7,9 @@ optional override of which positions are steered. `default_tiers` builds the pap
 presets over a feature list; its numbers are starting points for calibration by an eval.
 
 A request's `steering` (what the server puts under SamplingParams.extra_args["steergate"]) is
-either {"tier": name} or {"interventions": [{"feature", "mode", "strength"}, ...]}.
+either {"tier": name} or {"interventions": [{"feature", "mode", "strength"}, ...]}, optionally with
+"steer_positions" to choose which of its tokens are steered (e.g. "both" to score a text's
+log-likelihood under a steered model: the scored tokens are prompt tokens).
 """
 
 from __future__ import annotations
@@ -165,9 +167,12 @@ def validate_steering(
     """
     if not isinstance(steering, Mapping):
         raise ValueError(f"steering must be an object, got {type(steering).__name__}")
-    _check_keys("steering", steering, frozenset({"tier", "interventions"}))
+    _check_keys("steering", steering, frozenset({"tier", "interventions", "steer_positions"}))
     if ("tier" in steering) == ("interventions" in steering):
         raise ValueError("steering needs exactly one of 'tier' or 'interventions'")
+    positions = steering.get("steer_positions")
+    if positions is not None and positions not in STEER_POSITIONS:
+        raise ValueError(f"steering.steer_positions must be one of {list(STEER_POSITIONS)}, got {positions!r}")
     if "tier" in steering:
         tier = steering["tier"]
         if tier != OFF_TIER and (not isinstance(tier, str) or tier not in tiers):

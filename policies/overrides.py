@@ -82,13 +82,22 @@ def effective_steering(policy: Policy, requested: Mapping[str, Any] | None) -> d
     if requested is None:
         return {"tier": policy.steering.tier}
     interventions = requested.get("interventions")
-    if interventions is not None:
-        return _check_interventions(policy, list(interventions))
     tier = requested.get("tier")
-    if not isinstance(tier, str):
+    if interventions is not None:
+        effective = _check_interventions(policy, list(interventions))
+    elif isinstance(tier, str):
+        effective = _check_tier(policy, tier)
+    else:
         # The ingress validates shape first; reaching here is a caller bug, not a client mistake.
         raise ValueError("steering needs exactly one of 'tier' or 'interventions'")
-    return _check_tier(policy, tier)
+    positions = requested.get("steer_positions")
+    if positions is not None:
+        # Steering other tokens than the policy's tier does (e.g. the prompt) is an override too.
+        if not policy.steering.allow_override:
+            raise OverrideForbidden(f"policy {policy.name!r} does not allow changing steering",
+                                    param="steering.steer_positions")
+        effective["steer_positions"] = positions
+    return effective
 
 
 def tier_of(steering: Mapping[str, Any]) -> str:

@@ -90,10 +90,12 @@ def main(argv: list[str] | None = None) -> int:
     check.add_argument("--explain", action="store_true", help="print every resolved policy in full")
     check.set_defaults(func=_policy_check)
     from discovery.cli import add_commands
+    from evals.cli import add_commands as add_eval_commands
     from reports.cli import add_commands as add_report
 
     add_commands(sub)
     add_report(sub)
+    add_eval_commands(sub)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     return int(args.func(args))

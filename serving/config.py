@@ -115,18 +115,23 @@ class ModelConfig(StrictModel):
         return self
 
 
-def embedded_middleware() -> list[MiddlewareConfig]:
-    """The embedded model's default hook: SafetyMiddleware over the shipped SAE and features file,
-    at the layer the SAE was trained on."""
+def embedded_middleware(features_path: str | None = None,
+                        tiers: dict[str, Any] | None = None) -> list[MiddlewareConfig]:
+    """The embedded model's default hook: SafetyMiddleware over the shipped SAE and features file
+    (or another features file, e.g. an SAE at another layer), at the layer its SAE was trained on;
+    `tiers` replaces the tiers the features file implies."""
     from middleware.assets import EMBEDDED_FEATURES
     from middleware.detection import FeatureSet
     from middleware.sae import load_sae_config
 
-    layer = load_sae_config(FeatureSet.load(EMBEDDED_FEATURES).sae_path).hook_layer
+    features_path = str(features_path or EMBEDDED_FEATURES)
+    layer = load_sae_config(FeatureSet.load(features_path).sae_path).hook_layer
     if layer is None:
-        raise ValueError(f"the shipped SAE named in {EMBEDDED_FEATURES} has no hook layer")
-    return [MiddlewareConfig(cls="middleware.detection:SafetyMiddleware", layer=layer,
-                             args={"features_path": str(EMBEDDED_FEATURES)})]
+        raise ValueError(f"the SAE named in {features_path} has no hook layer")
+    args: dict[str, Any] = {"features_path": features_path}
+    if tiers is not None:
+        args["tiers"] = tiers
+    return [MiddlewareConfig(cls="middleware.detection:SafetyMiddleware", layer=layer, args=args)]
 
 
 class IngressConfig(StrictModel):

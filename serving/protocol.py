@@ -20,7 +20,8 @@ from vllm.entrypoints.openai.completion.protocol import CompletionStreamResponse
 from vllm.sampling_params import SamplingParams
 
 from middleware.hooks import REQUEST_ARGS_KEY
-from middleware.steering_names import Mode, TierName
+from middleware.steering_names import Mode
+from middleware.tiers import SteerPositions
 
 __all__ = [
     "Intervention",
@@ -62,8 +63,12 @@ class SteeringRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    tier: TierName | None = None
+    # Any tier the model's steering middleware configures (off/light/medium/strong by default;
+    # operators and the calibration may add more); unknown names are a 400 from its validator.
+    tier: str | None = Field(None, min_length=1)
     interventions: list[Intervention] | None = Field(None, max_length=MAX_INTERVENTIONS)
+    steer_positions: SteerPositions | None = Field(
+        None, description="Which tokens are steered (prompt, generated, both); default: the tier's.")
 
     @model_validator(mode="after")
     def _one_of(self) -> SteeringRequest:

@@ -8,6 +8,7 @@ the tests demand; `test_dense_and_gathered_are_identical` compares the two bit f
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import pytest
 import torch
@@ -268,3 +269,27 @@ def test_dense_and_gathered_are_identical(arch: str) -> None:
     dense = apply_steering(h, sae, batch, mask, dense=True)
     assert torch.equal(gathered[0], dense[0]) and torch.equal(gathered[1], dense[1])
     assert gathered[1].any() and not gathered[1].all()
+
+
+def test_gate_thresholds_per_feature(sae: SAE, h: torch.Tensor) -> None:
+    f = _partly_active_feature(sae, h)
+    g = _partly_active_feature(sae, h, skip=(f,))
+    acts = sae.encode(h)
+    # f's own cut lets none of its tokens through; g's cut lets every token where it is active.
+    gate = GateSpec(features=[f, g], threshold=[float(acts[:, f].max()) + 1.0, 0.0])
+    out, changed = apply_plan(h, sae, _plan(sae, InterventionSpec(feature=9, strength=1.0), gate=gate))
+    fires = acts[:, g] > 0
+    assert 0 < int(fires.sum()) < h.shape[0]
+    assert torch.equal(changed, fires)
+    assert_close(out[fires], h[fires] + sae.W_dec[9])
+
+
+@pytest.mark.parametrize(("threshold", "message"), [
+    ([1.0], "2 features but 1 thresholds"),
+    ([1.0, math.inf], "finite"),
+    ("high", "number or a list"),
+])
+def test_invalid_per_feature_thresholds_raise(sae: SAE, threshold: Any, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        SteeringPlan.compile([InterventionSpec(feature=1, strength=1.0)], sae,
+                             GateSpec(features=[1, 2], threshold=threshold))

@@ -193,6 +193,20 @@ def test_tier_overrides_steer_positions(sae_path: str) -> None:
     assert torch.equal(result.side_outputs[STEERED][s:e].bool(), layout.is_prompt[s:e])
 
 
+def test_request_overrides_steer_positions(sae_path: str) -> None:
+    """A request may steer its prompt too (what scoring a text under a steered model needs)."""
+    add = [{"feature": 0, "mode": "add", "strength": 1.0}]
+    layout = _layout([{"steering": {"tier": "strong", "steer_positions": "both"}},
+                      {"steering": {"interventions": add, "steer_positions": "prompt"}},
+                      {"steering": {"tier": "strong"}}])
+    result = _middleware(sae_path, default_tiers([1]))(build_inputs(layout.num_tokens, D_IN), layout)
+    steered = result.side_outputs[STEERED].bool()
+    (a, b), (c, d), (e, f) = layout.spans()
+    assert steered[a:b].all()
+    assert torch.equal(steered[c:d], layout.is_prompt[c:d])
+    assert torch.equal(steered[e:f], ~layout.is_prompt[e:f])
+
+
 def test_skip_token_ids_when_the_layout_has_them(sae_path: str) -> None:
     base = _layout([{"steering": {"tier": "strong"}}])
     h = build_inputs(base.num_tokens, D_IN)
@@ -356,6 +370,7 @@ def test_default_tiers_presets() -> None:
         ({"interventions": [{"feature": 1, "mode": "add", "strength": 1.0}] * 3}, "at most 2"),
         ({"interventions": [{"feature": 1, "mode": "add", "strength": 1.0, "vector": [1.0]}]}, "unknown key"),
         ({"tier": "light", "interventions": []}, "exactly one of"),
+        ({"tier": "light", "steer_positions": "all"}, "steer_positions must be one of"),
         ({}, "exactly one of"),
         ("light", "must be an object"),
     ],
@@ -370,6 +385,7 @@ def test_validate_steering_accepts_valid_specs(sae_path: str) -> None:
     for steering in (
         {"tier": "off"},
         {"tier": "strong"},
+        {"tier": "strong", "steer_positions": "both"},
         {"interventions": []},
         {
             "interventions": [

@@ -31,6 +31,15 @@ def test_allowed_overrides() -> None:
     assert effective_steering(build_policy(), {"tier": "anything"}) == {"tier": "anything"}
 
 
+def test_steer_positions_pass_where_overrides_are_allowed() -> None:
+    assert effective_steering(build_policy(), {"tier": "light", "steer_positions": "both"}) == {
+        "tier": "light", "steer_positions": "both"}
+    with pytest.raises(OverrideForbidden) as e:
+        effective_steering(build_policy(tier="light", allow_override=False),
+                           {"tier": "light", "steer_positions": "both"})
+    assert e.value.param == "steering.steer_positions"
+
+
 def test_own_tier_is_not_an_override() -> None:
     assert effective_steering(build_policy(tier="medium", allow_override=False), {"tier": "medium"}) == {
         "tier": "medium"

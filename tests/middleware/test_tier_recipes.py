@@ -1,0 +1,70 @@
+"""middleware/tier_recipes.py: calibrated tiers as rules over a features file, and FeatureSet reading them."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from middleware.assets import EMBEDDED_FEATURES
+from middleware.detection import FeatureSet
+from middleware.tier_recipes import TierRecipe, load_tier_recipes, recipe_presets, tiers_path_for, write_tier_recipes
+
+FEATURES = [7, 3, 9]
+WEIGHTS = [0.5, 2.0, 1.0]
+GATES = [1.0, 4.0, 2.0]
+TYPICAL = [10.0, 5.0, 8.0]
+
+
+def test_preset_scales_by_each_features_statistics() -> None:
+    preset = TierRecipe(mode="clamp", strength=-0.5, gate=2.0, top_k=2).preset(FEATURES, WEIGHTS, GATES, TYPICAL)
+    # top 2 by weight: features 3 (w 2.0) and 9 (w 1.0), in the file's order
+    assert preset["interventions"] == [{"feature": 3, "mode": "clamp", "strength": -2.5},
+                                       {"feature": 9, "mode": "clamp", "strength": -4.0}]
+    assert preset["gate"] == {"features": [3, 9], "threshold": [8.0, 4.0]}
+    assert "steer_positions" not in preset
+
+
+def test_ungated_add_over_every_feature() -> None:
+    preset = TierRecipe(mode="add", strength=-1.0, steer_positions="both").preset(FEATURES, WEIGHTS, GATES, TYPICAL)
+    assert [i["strength"] for i in preset["interventions"]] == [-10.0, -5.0, -8.0]
+    assert preset["gate"] is None and preset["steer_positions"] == "both"
+
+
+@pytest.mark.parametrize("raw, message", [
+    ({"mode": "boost"}, "mode must be one of"),
+    ({"mode": "add", "top_k": 0}, "top_k"),
+    ({"mode": "add", "gate": -1}, "gate"),
+    ({"mode": "add", "colour": 1}, "unknown key"),
+])
+def test_bad_recipes_are_errors(raw: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        TierRecipe.from_dict(raw)
+
+
+def test_round_trip_and_feature_set_reads_the_file_beside_it(tmp_path: Path) -> None:
+    assert tiers_path_for(tmp_path / "features.json") == tmp_path / "tiers.json"
+    assert tiers_path_for(tmp_path / "l9.json") == tmp_path / "l9.tiers.json"
+    src = FeatureSet.load(EMBEDDED_FEATURES)
+    features = tmp_path / "features.json"
+    features.write_text(json.dumps(src.to_dict(src.sae_path)))
+    derived = FeatureSet.load(features).tiers()  # no tiers file: the starting points
+    assert set(derived) == {"off", "light", "medium", "strong"}
+    recipes = {"light": TierRecipe(mode="ablate", gate=3.0, top_k=5), "strong": TierRecipe(mode="add", strength=-0.5)}
+    write_tier_recipes(tiers_path_for(features), recipes, {"calibration": {"table": "..."}})
+    loaded, extra = load_tier_recipes(tiers_path_for(features))
+    assert loaded == recipes and extra == {"calibration": {"table": "..."}}
+    fs = FeatureSet.load(features)
+    tiers = fs.tiers()
+    assert list(tiers) == ["off", "light", "strong"]
+    assert tiers == recipe_presets(recipes, fs.features, fs.weights, fs.gate_thresholds, fs.typical_activation)
+    assert len(tiers["light"]["interventions"]) == 5
+
+
+def test_a_broken_tiers_file_is_an_error(tmp_path: Path) -> None:
+    shutil.copy(EMBEDDED_FEATURES, tmp_path / "features.json")
+    (tmp_path / "tiers.json").write_text(json.dumps({"format": "steergate-tiers/1", "tiers": {"x": {"mode": "zap"}}}))
+    with pytest.raises(ValueError, match="tiers.json"):
+        FeatureSet.load(tmp_path / "features.json")
