@@ -13,7 +13,7 @@ import yaml
 from prometheus_client import CollectorRegistry
 from ray.serve.schema import ServeDeploySchema
 
-from middleware.metrics import GatewayMetrics
+from middleware.metrics import Cohort, GatewayMetrics
 from serving.config import GatewayConfig
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -63,13 +63,18 @@ def test_serve_config_is_valid_for_serve_run_and_deploy() -> None:
 
 def test_alert_rules_use_metrics_that_exist() -> None:
     registry = CollectorRegistry()
-    GatewayMetrics(registry, ["m"], ["p"])
-    names = {s.name for m in registry.collect() for s in m.samples}
-    rules = yaml.safe_load((DEPLOY / "alerts.yml").read_text())
-    exprs = [r["expr"] for g in rules["groups"] for r in g["rules"]]
-    assert exprs
-    for group in rules["groups"]:
-        for rule in group["rules"]:
-            assert rule["alert"] and rule["annotations"]["summary"] and rule["labels"]["severity"]
-            used = set(re.findall(r"steergate_[a-z_]+", rule["expr"]))
-            assert used and used <= names, (rule["alert"], used - names)
+    GatewayMetrics(registry, ["m"], [Cohort("p", "e", "a")])
+    # Every series name each family can have, initialised or not (flagged_total has no series until a flag).
+    names = {m.name + suffix for m in registry.collect() for suffix in ("", "_total", "_sum", "_count", "_bucket")}
+    rules = yaml.safe_load((DEPLOY / "prometheus-rules.yml").read_text())["groups"]
+    recorded = {r["record"] for g in rules for r in g["rules"] if "record" in r}
+    alerts = [r for g in rules for r in g["rules"] if "alert" in r]
+    assert len(alerts) >= 8
+    for rule in alerts:
+        assert rule["annotations"]["summary"] and rule["labels"]["severity"] in ("critical", "warning")
+    for rule in [r for g in rules for r in g["rules"]]:
+        # Metric names the gateway exports, or series a recording rule here makes (`level:metric:ops`).
+        used = set(re.findall(r"(?<![:\w])steergate_[a-z_]+", rule["expr"]))
+        used_recorded = set(re.findall(r"\w+:steergate_\w+:\w+", rule["expr"]))
+        assert used <= names, (rule.get("alert") or rule.get("record"), used - names)
+        assert used_recorded <= recorded, (rule.get("alert") or rule.get("record"), used_recorded - recorded)
