@@ -133,10 +133,12 @@ def check_answer(request: HostileRequest, status: int, headers: dict[str, str], 
 
 # ---- raw HTTP -------------------------------------------------------------------------------------
 
-async def _read_answer(reader: asyncio.StreamReader) -> tuple[int, dict[str, str], bytes]:
+async def _read_answer(reader: asyncio.StreamReader,
+                       head_request: bool = False) -> tuple[int, dict[str, str], bytes]:
     """One HTTP/1.1 response: status, headers (lower-case names), body (de-chunked). The body is read by
     its framing, not to EOF: a server may keep the connection open (e.g. after answering a request
-    whose announced body never arrived)."""
+    whose announced body never arrived). The answer to a HEAD has no body, whatever its
+    Content-Length says (RFC 9110 9.3.2)."""
     head = await reader.readuntil(b"\r\n\r\n")
     lines = head.decode("latin-1").split("\r\n")
     parts = lines[0].split(" ", 2)
@@ -147,6 +149,8 @@ async def _read_answer(reader: asyncio.StreamReader) -> tuple[int, dict[str, str
         if line:
             name, _, value = line.partition(":")
             headers[name.strip().lower()] = value.strip()
+    if head_request:
+        return int(parts[1]), headers, b""
     if headers.get("transfer-encoding", "").lower() == "chunked":
         body = bytearray()
         while True:
@@ -168,7 +172,7 @@ async def send_raw(host: str, port: int, raw: bytes, timeout_s: float) -> tuple[
         writer.write(raw)
         # No half-close after the request: HAProxy (option abortonclose) takes it for an abort.
         await writer.drain()
-        return await asyncio.wait_for(_read_answer(reader), timeout_s)
+        return await asyncio.wait_for(_read_answer(reader, head_request=raw.startswith(b"HEAD ")), timeout_s)
     except asyncio.IncompleteReadError as e:
         raise ConnectionError(f"connection closed before a whole answer ({len(e.partial)} bytes)") from None
     finally:

@@ -54,6 +54,10 @@ CANDIDATES: list[TierRecipe] = [
     TierRecipe("clamp", strength=-0.5, gate=3.0, top_k=10),
     *(TierRecipe("clamp", strength=s, gate=g, top_k=10) for g in (2.0, None) for s in (-0.5, -1.0)),
     TierRecipe("clamp", strength=-1.0, gate=1.0, top_k=20),
+    # Second round (after the first showed gated clamps on more features are the efficient ones):
+    # stronger clamps and more features behind the same gates.
+    *(TierRecipe("clamp", strength=-2.0, gate=g, top_k=k) for g, k in ((2.0, 20), (1.0, 20), (0.5, 40))),
+    TierRecipe("clamp", strength=-1.0, gate=2.0, top_k=20),
 ]
 
 

@@ -30,6 +30,8 @@ APP_NAME = "steergate"
 # serve.shutdown() gets the drain time plus this much to stop replicas and engines before we stop
 # the processes ourselves.
 SERVE_SHUTDOWN_MARGIN_S = 10.0
+# Attempts at starting Ray before giving up (serving/launcher.py:_init_ray).
+RAY_START_ATTEMPTS = 3
 
 
 @dataclass
@@ -71,9 +73,7 @@ def start_gateway(config: GatewayConfig, *, runtime_env: dict[str, Any] | None =
         # ray.init replaces SIGTERM's handler with one that aborts the process, which would skip our
         # clean shutdown (and orphan Ray's agents): keep whatever handlers the caller installed.
         handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
-        # "local": a cluster of our own, never one another gateway (or RAY_ADDRESS) points at.
-        ray.init(address="local", include_dashboard=False, runtime_env=runtime_env or {},
-                 logging_level=logging.WARNING)
+        _init_ray(runtime_env or {})
         if threading.current_thread() is threading.main_thread():
             for sig, handler in handlers.items():
                 signal.signal(sig, handler)
@@ -82,6 +82,28 @@ def start_gateway(config: GatewayConfig, *, runtime_env: dict[str, Any] | None =
     url = f"http://{config.host}:{config.port}"
     wait_healthy(url, health_timeout_s)
     return url
+
+
+def _init_ray(runtime_env: dict[str, Any]) -> None:
+    """ray.init of a cluster of our own ("local": never one another gateway or RAY_ADDRESS points at).
+
+    Ray gives its raylet a hard-coded 30 s to register; on a loaded 2-core machine that is sometimes
+    not enough ("The current node timed out during startup"). A slow start is not a broken one: stop
+    what the attempt started and try again.
+    """
+    import ray
+
+    for attempt in range(1, RAY_START_ATTEMPTS + 1):
+        try:
+            ray.init(address="local", include_dashboard=False, runtime_env=runtime_env,
+                     logging_level=logging.WARNING)
+            return
+        except Exception as e:
+            if "timed out during startup" not in str(e) or attempt == RAY_START_ATTEMPTS:
+                raise
+            logger.warning("Ray did not start within its 30 s (attempt %d of %d, machine busy?); retrying",
+                           attempt, RAY_START_ATTEMPTS)
+            ray.shutdown()  # stops the processes this attempt started
 
 
 def _ray_env(config: GatewayConfig) -> dict[str, str]:

@@ -109,7 +109,7 @@ def test_accuracy_recomputed_from_option_scores(run: dict[str, Any]) -> None:
     for name, s in run["summary"].items():
         rows = run["records"][name]["mc"]
         correct = [max(range(4), key=lambda k, r=r: r["scores"][k]) == item["answer"] for r, item in zip(rows, MC)]
-        assert s["accuracy"]["value"] == pytest.approx(sum(correct) / len(MC))
+        assert s["accuracy"]["value"] == pytest.approx(sum(correct) / len(MC), abs=1e-4)  # eval.json keeps 4 digits
     # scored with the setting applied to the option tokens: push's scores differ from off's
     assert run["records"]["push"]["mc"][0]["scores"] != run["records"]["off"]["mc"][0]["scores"]
 

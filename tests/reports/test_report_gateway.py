@@ -187,8 +187,10 @@ def test_report_from_a_real_prometheus_equals_the_responses(
           "Prometheus has not scraped the final counters")
     _check(_report(prometheus, tmp_path), traffic)
     # The deploy/ rules evaluate on real gateway series: a flagged-rate series for each arm.
-    rates = _query(prometheus, f'experiment_arm:steergate_flagged:ratio_rate15m{{experiment="{EXPERIMENT}"}}')
-    assert {r["metric"]["arm"] for r in rates} == {"light", "strong"}
+    # (0 for an arm nothing was flagged in; evaluated at the rules' own interval, so maybe not yet.)
+    rule = f'experiment_arm:steergate_flagged:ratio_rate15m{{experiment="{EXPERIMENT}"}}'
+    _wait(lambda: {r["metric"]["arm"] for r in _query(prometheus, rule)} == {"light", "strong"}, 30,
+          "the flagged-rate recording rule has no series for each arm")
     # Every query of the Grafana dashboard runs; its per-arm toxicity panel shows both arms.
     for expr in dashboard_expressions():
         result = _query(prometheus, expr.replace("$experiment", EXPERIMENT))

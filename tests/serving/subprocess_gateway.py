@@ -101,12 +101,12 @@ class Gateway:
     def tail(self, n: int = 40) -> str:
         return "\n".join(self.log.read_text(errors="replace").splitlines()[-n:])
 
-    def assert_gone(self, within_s: float, port_free: bool = True) -> float:
+    def assert_gone(self, within_s: float, check_port: bool = True) -> float:
         """Every process it had is gone (and its port free) within `within_s`; returns how long it took."""
         started = time.monotonic()
         while time.monotonic() - started < within_s:
             left = [str(p) for p in self.tree if p.alive()] + (["launcher"] if self.proc.poll() is None else [])
-            if not left and (port_free(self.port) or not port_free):
+            if not left and (not check_port or port_free(self.port)):
                 return time.monotonic() - started
             time.sleep(0.25)
         pytest.fail(f"after {within_s} s still running: {left}; port {self.port} free: {port_free(self.port)}\n"

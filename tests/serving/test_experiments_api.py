@@ -62,7 +62,7 @@ def _metric(url: str, name: str, **labels: str) -> float:
     """Sum of the samples of `name` whose labels include `labels`."""
     total = 0.0
     for line in httpx.get(f"{url}/metrics").text.splitlines():
-        if line.startswith(name + "{") and all(f'{k}="{v}"' in line for k, v in labels.items()):
+        if (line.startswith(name + "{") or line.startswith(name + " ")) and all(f'{k}="{v}"' in line for k, v in labels.items()):
             total += float(line.rsplit(" ", 1)[1])
     return total
 
@@ -75,11 +75,16 @@ def _binomial_bound(n: int, p: float, z: float = 3.3) -> float:  # ~99.9%
 
 def test_arm_on_body_header_and_every_safety_metric(gateway_url: str) -> None:
     client = openai_client(gateway_url, AB_KEY)
+    names = ("steergate_toxicity_score_count", "steergate_steered_tokens_total", "steergate_requests_total",
+             "steergate_time_to_first_token_seconds_count", "steergate_generated_tokens_total")
+    arm_of_alice = _post(gateway_url, AB_KEY, "alice").headers["x-steergate-arm"]  # sticky: hers from now on
+    labels = {"experiment": "strength", "arm": arm_of_alice, "policy": "ab"}
+    before = {name: _metric(gateway_url, name, **labels) for name in names}
     r = client.chat.completions.with_raw_response.create(
         model=MODEL, messages=[{"role": "user", "content": BENIGN}], max_tokens=4, user="alice")
     safety = r.parse().model_extra["safety"]
     arm = r.headers["x-steergate-arm"]
-    assert arm in ARMS and (safety["experiment"], safety["arm"], safety["policy"]) == ("strength", arm, "ab")
+    assert arm == arm_of_alice and (safety["experiment"], safety["arm"], safety["policy"]) == ("strength", arm, "ab")
     assert safety["tier"] == arm  # each arm is the tier of the same name
     # A stream: the arm on its header and on the finishing chunk's annotation.
     with client.chat.completions.with_streaming_response.create(
@@ -87,12 +92,20 @@ def test_arm_on_body_header_and_every_safety_metric(gateway_url: str) -> None:
             stream=True) as stream:
         assert stream.headers["x-steergate-arm"] == arm
         last = [c for c in stream.parse() if c.choices and c.choices[0].finish_reason][-1]
-    assert last.model_extra["safety"]["arm"] == arm
-    labels = {"experiment": "strength", "arm": arm, "policy": "ab"}
-    for name in ("steergate_toxicity_score_count", "steergate_steered_tokens_total",
-                 "steergate_requests_total", "steergate_time_to_first_token_seconds_count",
-                 "steergate_generated_tokens_total"):
-        assert _metric(gateway_url, name, **labels) >= 1, name
+    streamed = last.model_extra["safety"]
+    assert streamed["arm"] == arm
+    # The stream is counted as it closes, just after the client read its end.
+    requests = "steergate_requests_total"
+    assert _wait_for(lambda: _metric(gateway_url, requests, **labels) - before[requests] >= 2, 10)
+    after = {name: _metric(gateway_url, name, **labels) for name in names}
+    # Both responses counted under the arm (a benign answer may steer no token: then 0 is the truth).
+    steered = sum((x.get(phase) or {}).get("steered_tokens", 0) for x in (safety, streamed)
+                  for phase in ("prompt", "completion"))
+    assert after["steergate_steered_tokens_total"] - before["steergate_steered_tokens_total"] == steered
+    assert after["steergate_requests_total"] - before["steergate_requests_total"] == 2
+    assert after["steergate_toxicity_score_count"] - before["steergate_toxicity_score_count"] >= 2
+    assert after["steergate_generated_tokens_total"] - before["steergate_generated_tokens_total"] >= 2
+    assert after["steergate_time_to_first_token_seconds_count"] - before["steergate_time_to_first_token_seconds_count"] == 1
     assert _wait_for(lambda: _metric(gateway_url, "steergate_fluency_perplexity_count", **labels) >= 2, 60)
     share = _metric(gateway_url, "steergate_experiment_arm_share", experiment="strength", arm="light",
                     policy="ab", control="true")
@@ -204,7 +217,22 @@ def _fluency_count(url: str, policy: str) -> float:
     return _metric(url, "steergate_fluency_perplexity_count", policy=policy)
 
 
+def _settle_fluency(url: str, timeout_s: float = 300) -> None:
+    """Wait until earlier tests' samples are scored: the queue empty and the count still for 3 s
+    (the tests above sample every response of policy ab; one worker scores them in the background)."""
+    deadline = time.monotonic() + timeout_s
+    last = None
+    while time.monotonic() < deadline:
+        now = _metric(url, "steergate_fluency_perplexity_count")
+        if now == last and _metric(url, "steergate_fluency_queue_depth") == 0:
+            return
+        last = now
+        time.sleep(3)
+    pytest.fail(f"live fluency scoring still busy after {timeout_s} s")
+
+
 def test_fluency_is_scored_for_every_response_at_rate_1_and_none_at_rate_0(gateway_url: str) -> None:
+    _settle_fluency(gateway_url)
     ab, quiet = _fluency_count(gateway_url, "ab"), _fluency_count(gateway_url, "ab-quiet")
     for i in range(3):
         _post(gateway_url, AB_KEY, f"f-{i}", max_tokens=6)
@@ -221,6 +249,7 @@ def test_fluency_is_scored_for_every_response_at_rate_1_and_none_at_rate_0(gatew
 def test_live_fluency_equals_the_unsteered_models_perplexity_of_the_same_tokens(gateway_url: str) -> None:
     """The live score of one response equals its perplexity computed over HTTP: the same token ids
     sent back as a prompt with prompt log-probabilities, steering off (the open policy)."""
+    _settle_fluency(gateway_url)
     before_n = _metric(gateway_url, "steergate_fluency_perplexity_count", policy="ab")
     before_sum = _metric(gateway_url, "steergate_fluency_perplexity_sum", policy="ab")
     r = httpx.post(f"{gateway_url}/v1/completions", timeout=120,

@@ -8,7 +8,7 @@ import pytest
 
 from serving.config import GatewayConfig, ModelConfig
 from serving.errors import GatewayError
-from serving.ingress import Ingress
+from serving.ingress import Ingress, _Call
 from serving.protocol import ChatCompletionRequest
 
 MSG = [{"role": "user", "content": "hi"}]
@@ -25,7 +25,8 @@ def ingress() -> Iterator[Ingress]:
 
 def _validate(ingress: Ingress, body: dict) -> ChatCompletionRequest:
     policy = ingress.policies.current.policies["default"]
-    return ingress._validate(body, ChatCompletionRequest, "smollm2-135m-instruct", policy)
+    ctx = _Call(endpoint="chat", request_id="req-test")  # outside any experiment
+    return ingress._validate(body, ChatCompletionRequest, "smollm2-135m-instruct", policy, ctx)
 
 
 def test_steering_refused_where_no_middleware_steers(ingress: Ingress) -> None:

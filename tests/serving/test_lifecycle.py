@@ -75,7 +75,7 @@ def _stop_and_restart(running: dict[str, Gateway], port: int, workdir: Path, how
     assert nxt.answers()
     if how == "SIGKILL of the launcher":  # the watchdog stopped the rest; the new gateway has the port
         gw.proc.wait(5)
-        gw.assert_gone(within_s=STOP_BUDGET_S, port_free=False)
+        gw.assert_gone(within_s=STOP_BUDGET_S, check_port=False)
     return nxt
 
 
@@ -122,7 +122,7 @@ def test_a_start_recovers_what_a_killed_gateway_and_watchdog_left(running: dict[
     nxt.wait_healthy()
     assert "did not stop cleanly" in nxt.log.read_text()
     gw.tree = [p for p in gw.tree if p.pid != watchdog.pid]
-    gw.assert_gone(within_s=1, port_free=False)
+    gw.assert_gone(within_s=1, check_port=False)
     # The last one stops cleanly too.
     os.kill(nxt.proc.pid, signal.SIGTERM)
     nxt.proc.wait(STOP_BUDGET_S)

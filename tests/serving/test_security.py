@@ -100,7 +100,7 @@ def test_concurrent_tenants_never_get_another_tenants_policy_tier_or_scores(gate
 SPOOFED_HEADERS = {"x-steergate-policy": "open", "x-steergate-tenant": "public", "x-api-key": PUBLIC_KEY,
                    "X-Forwarded-For": "127.0.0.1", "x-steergate-arm": "control", "x-request-id": "req-admin"}
 SPOOFED_FIELDS = {"policy": "open", "tenant": "public", "user": "public", "limits": {"requests_per_minute": 10**9},
-                  "priority": -100, "vllm_xargs": {"steergate": "strong", "rid": "req-other"},
+                  "vllm_xargs": {"steergate": "strong", "rid": "req-other"},
                   "safety": {"policy": "open"}, "request_id": "req-other"}
 
 
@@ -111,6 +111,9 @@ def test_no_body_field_or_header_lifts_a_rate_limit(gateway_url: str) -> None:
 
 
 def test_no_body_field_or_header_lifts_a_steering_lock_or_a_block(gateway_url: str) -> None:
+    # vLLM's own `priority` would jump the engine's queue: the gateway sets priorities itself.
+    r = _post(gateway_url, ACME_KEY, _chat(BENIGN, priority=-100))
+    assert r.status_code == 400 and r.json()["error"]["param"] == "priority"
     r = _post(gateway_url, ACME_KEY, _chat(BENIGN, steering={"tier": "strong"}, **SPOOFED_FIELDS),
               headers=SPOOFED_HEADERS)
     assert r.status_code == 403 and r.json()["error"]["code"] == "steering_not_allowed"
