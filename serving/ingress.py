@@ -24,7 +24,6 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from pydantic import ValidationError
-from vllm.exceptions import VLLMClientError
 
 from middleware.hooks import load_middleware
 from middleware.metrics import REJECTION_REASONS, Cohort, GatewayMetrics
@@ -359,8 +358,11 @@ class Ingress:
             request = model_cls.model_validate(body)
         except ValidationError as e:
             raise from_validation_error(e) from e
-        except (VLLMClientError, ValueError, TypeError, OverflowError) as e:
-            # vLLM's validators raise VLLMValidationError through pydantic as is; its str() echoes the value.
+        except Exception as e:  # VLLMClientError, ValueError, TypeError, OverflowError, AttributeError...
+            # Only client data is being validated here, so whatever fails is the client's 400. vLLM's
+            # validators raise VLLMValidationError through pydantic as is (its str() echoes the value),
+            # and some assume the types pydantic has not checked yet ("structured_outputs": [] raised
+            # AttributeError in a vLLM model validator: found by schemathesis).
             message = str(e.args[0]) if e.args else type(e).__name__
             raise GatewayError(400, message[:500], param=getattr(e, "parameter", None), code="invalid_value") from e
         if policy.actions.completion == "stop" and (request.n or 1) > 1:
