@@ -31,7 +31,7 @@ from serving.postprocess import ResponsePostprocessor
 from serving.protocol import ChatCompletionRequest, CompletionRequest
 from serving.safety_gate import SafetyPlan
 
-__all__ = ["FLUENCY_PRIORITY", "VLLMEngine"]
+__all__ = ["FLUENCY_PRIORITY", "VLLMEngine", "cpu_env"]
 
 logger = logging.getLogger(__name__)
 
@@ -40,14 +40,21 @@ logger = logging.getLogger(__name__)
 FLUENCY_PRIORITY = 100
 
 
-def _set_cpu_env(config: ModelConfig) -> None:
-    """vLLM's CPU backend reads these at engine start; the engine's child processes inherit them."""
+def cpu_env(config: ModelConfig) -> dict[str, str]:
+    """The environment vLLM's CPU backend reads at engine start (the engine's child processes inherit
+    it); also what bench/peer.py gives vLLM's own server, so both engines run alike."""
     cores = os.cpu_count() or 1
     bind = config.engine.cpu_threads_bind
-    os.environ["VLLM_CPU_KVCACHE_SPACE"] = str(config.engine.cpu_kv_cache_gib)
-    # By default vLLM keeps a core for the frontend; with 2 cores that halves the model's speed.
-    os.environ.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")
-    os.environ["VLLM_CPU_OMP_THREADS_BIND"] = f"0-{cores - 1}" if bind == "auto" else bind
+    return {
+        "VLLM_CPU_KVCACHE_SPACE": str(config.engine.cpu_kv_cache_gib),
+        # By default vLLM keeps a core for the frontend; with 2 cores that halves the model's speed.
+        "VLLM_CPU_NUM_OF_RESERVED_CPU": os.environ.get("VLLM_CPU_NUM_OF_RESERVED_CPU", "0"),
+        "VLLM_CPU_OMP_THREADS_BIND": f"0-{cores - 1}" if bind == "auto" else bind,
+    }
+
+
+def _set_cpu_env(config: ModelConfig) -> None:
+    os.environ.update(cpu_env(config))
 
 
 def engine_unavailable() -> EngineError:
