@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import time
 from argparse import Namespace
 from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
@@ -24,12 +25,14 @@ from middleware.hooks import load_middleware
 from serving.config import MiddlewareConfig, ModelConfig
 from middleware.embedded import embedded_model_dir
 from middleware.fluency import continuation_perplexity
-from serving.engine.base import Engine, EngineError, EngineItem, FluencySample
+from middleware.settings import trace_timings_file
+from serving.engine.base import Engine, EngineError, EngineItem, FluencySample, SSEChunk
 from serving.engine.plugin import ADDITIONAL_CONFIG_KEY
 from serving.engine.side_channel import SideChannelReceiver, SideOutputStore
 from serving.postprocess import ResponsePostprocessor
 from serving.protocol import ChatCompletionRequest, CompletionRequest
 from serving.safety_gate import SafetyPlan
+from serving.timing_trace import stamp
 
 __all__ = ["FLUENCY_PRIORITY", "VLLMEngine", "cpu_env"]
 
@@ -142,6 +145,7 @@ class VLLMEngine(Engine):
         self._completion = serving_completion
         self.side_outputs = store
         self._receiver = receiver
+        self._traced = trace_timings_file() is not None
 
     @classmethod
     async def start(cls, config: ModelConfig) -> VLLMEngine:
@@ -211,6 +215,7 @@ class VLLMEngine(Engine):
         if self.engine.errored:  # the engine core died: nothing to run it on
             yield engine_unavailable()
             return
+        stamps = {"model_server_entry": time.time()} if self._traced else None
         rid = random_uuid()
         request.request_id = rid
         engine_args = {"rid": rid, **request.middleware_args()}
@@ -234,6 +239,7 @@ class VLLMEngine(Engine):
         try:
             try:
                 result = await create(request, raw_request=None)
+                stamp(stamps, "vllm_prompt_ready")
             except Exception as e:  # vLLM raises some request errors instead of returning them
                 yield _engine_error(e)
                 return
@@ -252,6 +258,8 @@ class VLLMEngine(Engine):
                     yield await self.postprocess.collect(items)
                 else:
                     async for item in items:
+                        if stamps is not None and isinstance(item, SSEChunk):
+                            stamps = self._stamp_chunk(stamps, item)
                         yield item
             else:
                 yield await self.postprocess.finish_body(result.model_dump(), buf, engine_args)
@@ -264,6 +272,17 @@ class VLLMEngine(Engine):
         # Only a response that ended normally gets here (an error returned, a disconnect closed us).
         if sequences:
             yield FluencySample(sequences)
+
+    @staticmethod
+    def _stamp_chunk(stamps: dict[str, float], chunk: SSEChunk) -> dict[str, float] | None:
+        """A traced request's first chunks: stamp them; hand the stamps to the first one with content
+        (the ingress writes them), then stop tracing (None)."""
+        stamps.setdefault("model_server_first_chunk", time.time())
+        if not chunk.has_content:
+            return stamps
+        stamp(stamps, "model_server_first_content")
+        chunk.timings = stamps
+        return None
 
     async def continuation_perplexity(self, token_ids: list[int], start: int) -> float:
         from vllm import SamplingParams
