@@ -214,6 +214,7 @@ def _plot(rows: list[dict[str, object]], path: Path, title: str) -> None:
                 ax2.annotate(f"{r['x_ttft_p95_ms']:.2f}x", (r["concurrency"], r["ttft_p95_ms"]),
                              textcoords="offset points", xytext=(0, 8), ha="center", fontsize=8)
     for ax, label in ((ax1, "tokens/s (median over rounds)"), (ax2, "TTFT p95, ms (median over rounds)")):
+        ax.set_ylim(0, max(line.get_ydata().max() for line in ax.get_lines()) * 1.12)  # room for labels
         ax.set_xscale("log", base=2)
         ax.set_xticks(sorted({r["concurrency"] for r in rows}))
         ax.get_xaxis().set_major_formatter(matplotlib.ticker.ScalarFormatter())
@@ -336,7 +337,7 @@ def main(argv: list[str] | None = None) -> int:
     written = [args.out.with_suffix(".json")]
     if args.scaling:
         _plot(rows, args.out.with_suffix(".png"), f"bench/peer.py --scaling, {args.tokens} tokens per request, "
-              f"{os.cpu_count()} CPUs")
+              f"{os.cpu_count()} CPUs, {time.strftime('%Y-%m-%d')}")
         written.append(args.out.with_suffix(".png"))
     print(f"wrote {', '.join(map(str, written))}", file=sys.stderr)
     return 0
