@@ -15,12 +15,14 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
+from middleware.settings import HEALTH_TIMEOUT_S
 from serving.config import ModelConfig
 
 __all__ = ["free_port", "start_local_gateway", "start_vllm_server", "vllm_server_args"]
 
 ROOT = Path(__file__).resolve().parents[1]
-START_TIMEOUT_S = 900.0
+# How long a server may take to answer /health: the gateway's own start budget (STEERGATE_HEALTH_TIMEOUT_S).
+START_TIMEOUT_S = HEALTH_TIMEOUT_S
 STOP_TIMEOUT_S = 60.0
 
 
