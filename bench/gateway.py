@@ -52,9 +52,9 @@ def _wait_healthy(proc: subprocess.Popen[bytes], url: str, what: str, log: Path,
     raise TimeoutError(f"{what} not healthy after {START_TIMEOUT_S:.0f} s; see {log}")
 
 
-def start_local_gateway(*, policies: Path | None = None, config: Path | None = None,
-                        log: Path | None = None) -> tuple[str, Callable[[], None]]:
-    """(base URL, stop) of a gateway on 127.0.0.1 that answers /health with 200."""
+def start_local_gateway(*, policies: Path | None = None, config: Path | None = None, log: Path | None = None,
+                        env: dict[str, str] | None = None) -> tuple[str, Callable[[], None]]:
+    """(base URL, stop) of a gateway on 127.0.0.1 that answers /health with 200; `env` adds to its environment."""
     port = free_port()
     args = [sys.executable, "-m", "serving.cli", "serve", "--host", "127.0.0.1", "--port", str(port)]
     args += ["--policies", str(policies)] if policies else []
@@ -62,7 +62,7 @@ def start_local_gateway(*, policies: Path | None = None, config: Path | None = N
     log = log or Path(f"/tmp/steergate-bench-{port}.log")
     with log.open("wb") as out:
         proc = subprocess.Popen(args, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-                                env={**os.environ, "PYTHONPATH": str(ROOT)})
+                                env={**os.environ, **(env or {}), "PYTHONPATH": str(ROOT)})
     url = f"http://127.0.0.1:{port}"
 
     def stop() -> None:
