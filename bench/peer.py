@@ -123,7 +123,7 @@ def _ingress_ports(index: int) -> dict[str, str]:
     without knowing of the others on the machine; seen here: a new gateway's HAProxy front routed to
     another gateway's ingress on port 30000 (its /health passed, its requests got that gateway's 401s)
     until its own replica came up on the next port."""
-    http, grpc = 31000 + 200 * index, 41000 + 200 * index
+    http, grpc = 31200 + 200 * index, 41200 + 200 * index
     return {"RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT": str(http), "RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT": str(http + 199),
             "RAY_SERVE_DIRECT_INGRESS_MIN_GRPC_PORT": str(grpc), "RAY_SERVE_DIRECT_INGRESS_MAX_GRPC_PORT": str(grpc + 199)}
 
