@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
 
@@ -62,7 +63,7 @@ def test_trace_lines_become_seconds_since_arrival_and_are_read_once(tmp_path: Pa
 
 def test_concurrency_lists() -> None:
     assert _concurrencies("1,4, 16") == [1, 4, 16]
-    with pytest.raises(Exception):
+    with pytest.raises(argparse.ArgumentTypeError):
         _concurrencies("0,4")
 
 
