@@ -52,16 +52,13 @@ from bench.peer_stats import (
 )
 from middleware.embedded import EMBEDDED_MODEL_NAME
 from serving.config import EngineConfig, ModelConfig
+from serving.timing_trace import STAGES
 
 __all__ = ["TARGETS", "Target", "main"]
 
 # What one server needs in memory (engine, KV cache, Ray or the API server), to decide whether all
 # servers can stay up for the whole run.
 SERVER_GIB = 5.0
-# The gateway's stages, in the order a request passes them (see serving/ingress.py, vllm_engine.py).
-STAGE_ORDER = ["policy_validated", "model_server_entry", "vllm_preprocessed", "model_server_first_chunk",
-               "ingress_first_chunk_sent"]
-
 
 @dataclass(frozen=True)
 class Target:
@@ -323,7 +320,7 @@ def main(argv: list[str] | None = None) -> int:
     print(format_table(rows))
     stages = stage_medians(runs)
     if stages:
-        print("\nper-stage TTFT breakdown (gateway, STEERGATE_TRACE_TIMINGS):\n" + format_stages(stages, STAGE_ORDER))
+        print("\nper-stage TTFT breakdown (gateway, STEERGATE_TRACE_TIMINGS):\n" + format_stages(stages, STAGES))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix(".json").write_text(json.dumps({
         "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},

@@ -21,7 +21,11 @@ from pathlib import Path
 
 from middleware.settings import trace_timings_file
 
-__all__ = ["TimingTrace", "stamp"]
+__all__ = ["STAGES", "TimingTrace", "stamp"]
+
+# The stages after `arrived`, in the order a request passes them (the docstring above says what each is).
+STAGES = ["policy_validated", "model_server_entry", "vllm_prompt_ready", "model_server_first_chunk",
+          "model_server_first_content", "ingress_first_content"]
 
 
 def stamp(stamps: dict[str, float] | None, stage: str) -> None:
