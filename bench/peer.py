@@ -111,20 +111,6 @@ async def run_phase(url: str, model: str, target: Target, texts: list[str], toke
         return time.monotonic() - started, list(timings)
 
 
-GATEWAYS = ["gateway-off", "gateway-default"]
-
-
-def _ingress_ports(index: int) -> dict[str, str]:
-    """Direct-ingress port ranges of its own for each gateway of the run. Each gateway's Ray Serve
-    allocates its replicas' ports from the same default ranges (HTTP 30000-31000, gRPC 40000-41000)
-    without knowing of the others on the machine; seen here: a new gateway's HAProxy front routed to
-    another gateway's ingress on port 30000 (its /health passed, its requests got that gateway's 401s)
-    until its own replica came up on the next port."""
-    http, grpc = 31200 + 200 * index, 41200 + 200 * index
-    return {"RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT": str(http), "RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT": str(http + 199),
-            "RAY_SERVE_DIRECT_INGRESS_MIN_GRPC_PORT": str(grpc), "RAY_SERVE_DIRECT_INGRESS_MAX_GRPC_PORT": str(grpc + 199)}
-
-
 def _gateway_config(model: ModelConfig, middleware_off: bool, directory: Path) -> Path:
     """A serving config with the model's engine settings, and no middleware for the 'off' gateway."""
     entry: dict[str, Any] = {"name": model.name, "engine": model.engine.model_dump()}
@@ -151,9 +137,7 @@ class Servers:
                 url, stop = start_vllm_server(self.model)
             else:
                 config = _gateway_config(self.model, server == "gateway-off", self.configs)
-                env = _ingress_ports(GATEWAYS.index(server))
-                if self.trace_file:
-                    env["STEERGATE_TRACE_TIMINGS"] = str(self.trace_file)
+                env = {"STEERGATE_TRACE_TIMINGS": str(self.trace_file)} if self.trace_file else {}
                 url, stop = start_local_gateway(config=config, env=env)
             self.running[server] = (url, stop)
             self.stack.callback(self.stop, server)

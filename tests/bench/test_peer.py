@@ -66,15 +66,3 @@ def test_concurrency_lists() -> None:
     with pytest.raises(argparse.ArgumentTypeError):
         _concurrencies("0,4")
 
-
-def test_each_gateway_of_a_run_gets_its_own_ingress_ports_outside_rays_defaults() -> None:
-    from bench.peer import GATEWAYS, _ingress_ports
-
-    ranges = []
-    for i in range(len(GATEWAYS)):
-        env = _ingress_ports(i)
-        for proto, default in (("HTTP", range(30000, 31001)), ("GRPC", range(40000, 41001))):
-            low, high = int(env[f"RAY_SERVE_DIRECT_INGRESS_MIN_{proto}_PORT"]), int(env[f"RAY_SERVE_DIRECT_INGRESS_MAX_{proto}_PORT"])
-            assert low < high and low not in default and high not in default
-            ranges.append(set(range(low, high + 1)))
-    assert all(a.isdisjoint(b) for i, a in enumerate(ranges) for b in ranges[i + 1:])
