@@ -21,6 +21,14 @@ def prompts(n: int) -> list[str]:
             for i in range(n)]
 
 
+def percentile(values: list[float], q: float) -> float:
+    """The value at rank int(q * n) of the sorted values (nan when there are none)."""
+    if not values:
+        return float("nan")
+    s = sorted(values)
+    return s[min(len(s) - 1, int(q * len(s)))]
+
+
 @dataclass
 class Result:
     name: str
@@ -33,10 +41,9 @@ class Result:
         return self.tokens / self.seconds
 
     def line(self) -> str:
-        t = sorted(self.ttft_s)
-        p95 = t[min(len(t) - 1, int(0.95 * len(t)))]
+        t = self.ttft_s
         return (f"{self.name:<14} {self.tok_s:8.1f} tok/s   {self.tokens} tokens in {self.seconds:6.2f} s   "
-                f"TTFT p50 {statistics.median(t) * 1000:6.0f} ms  p95 {p95 * 1000:6.0f} ms")
+                f"TTFT p50 {statistics.median(t) * 1000:6.0f} ms  p95 {percentile(t, 0.95) * 1000:6.0f} ms")
 
 
 async def run_concurrently(texts: list[str], concurrency: int, one) -> tuple[int, float, list[float]]:

@@ -28,6 +28,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from bench.common import percentile
 from bench.gateway import start_local_gateway
 
 __all__ = ["Phase", "RequestRecord", "run_phase", "summarize"]
@@ -149,13 +150,6 @@ async def _sample(url: str, run: Run, origin: float, stop: asyncio.Event) -> Non
                 pass
 
 
-def _pct(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    s = sorted(values)
-    return s[min(len(s) - 1, int(q * len(s)))]
-
-
 def summarize(run: Run) -> list[dict[str, object]]:
     rows = []
     for name, start, end in run.phases:
@@ -167,10 +161,10 @@ def summarize(run: Run) -> list[dict[str, object]]:
         rows.append({
             "phase": name, "seconds": round(end - start, 1), "requests": len(recs), "ok": len(ok),
             "refused_429_503": len(refused), "refused_without_retry_after": sum(1 for r in refused if not r.retry_after),
-            "refusal_p99_s": round(_pct([r.seconds for r in refused], 0.99), 3) if refused else None,
+            "refusal_p99_s": round(percentile([r.seconds for r in refused], 0.99), 3) if refused else None,
             "errors": len(recs) - len(ok) - len(refused),
-            "ttft_p50_s": round(_pct(ttft, 0.5), 3), "ttft_p95_s": round(_pct(ttft, 0.95), 3),
-            "ttft_p99_s": round(_pct(ttft, 0.99), 3), "tokens_per_s": round(sum(r.tokens for r in ok) / (end - start), 1),
+            "ttft_p50_s": round(percentile(ttft, 0.5), 3), "ttft_p95_s": round(percentile(ttft, 0.95), 3),
+            "ttft_p99_s": round(percentile(ttft, 0.99), 3), "tokens_per_s": round(sum(r.tokens for r in ok) / (end - start), 1),
             "max_in_flight": max((s.in_flight or 0 for s in samples), default=None),
             "max_running": max((s.running or 0 for s in samples), default=None),
             "max_waiting": max((s.waiting or 0 for s in samples), default=None),

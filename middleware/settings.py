@@ -10,7 +10,7 @@ import os
 import tempfile
 from pathlib import Path
 
-__all__ = ["cache_dir", "runtime_dir", "side_channel_drop_rate", "HEALTH_TIMEOUT_S"]
+__all__ = ["cache_dir", "runtime_dir", "side_channel_drop_rate", "trace_timings_file", "HEALTH_TIMEOUT_S"]
 
 # How long `steergate serve` waits for the model servers to report healthy before giving up.
 HEALTH_TIMEOUT_S = float(os.environ.get("STEERGATE_HEALTH_TIMEOUT_S", "900"))
@@ -35,3 +35,11 @@ def side_channel_drop_rate() -> float:
     per-step side-channel messages the engine process drops instead of sending, to prove that a lost
     message never puts another request's scores on a response (tests/serving/test_faults.py)."""
     return float(os.environ.get("STEERGATE_FAULT_SIDE_CHANNEL_DROP", "0"))
+
+
+def trace_timings_file() -> Path | None:
+    """Opt-in TTFT breakdown (STEERGATE_TRACE_TIMINGS=FILE, default off): the ingress appends one JSON
+    line per streamed request with wall-clock timestamps of its stages (serving/timing_trace.py), which
+    `bench/peer.py --trace` reads. Off, the hot path pays one `is None` check per request and chunk."""
+    value = os.environ.get("STEERGATE_TRACE_TIMINGS")
+    return Path(value) if value else None

@@ -55,6 +55,7 @@ from serving.errors import GatewayError, error_event, error_response, from_valid
 from serving.fluency import FluencyScorer
 from serving.openapi import install_openapi
 from serving.request_limits import read_body
+from serving.timing_trace import TimingTrace, stamp
 from serving.protocol import ChatCompletionRequest, CompletionRequest, GatewayRequest, SteeringRequest
 
 __all__ = ["app", "Ingress"]
@@ -101,6 +102,7 @@ class Ingress:
         self.admission = Admission(config.admission, on_change=self.metrics.in_flight.set)
         self.audit = AuditLog(config.audit_log)
         self.created = int(time.time())
+        self.trace = TimingTrace.from_settings()  # None unless STEERGATE_TRACE_TIMINGS is set
 
     def _on_policy_reload(self, ok: bool, message: str | None) -> None:
         self.metrics.policy_reloads.labels("success" if ok else "failure").inc()
@@ -173,6 +175,7 @@ class Ingress:
     async def _generate(self, raw: Request, model_cls: type[GatewayRequest], endpoint: str) -> Response:
         started = time.monotonic()
         ctx = _Call(endpoint=endpoint, request_id=f"req-{uuid.uuid4().hex}")
+        ctx.stamps = {"arrived": time.time()} if self.trace else None
         ticket: Ticket | None = None
         try:
             policies = self.policies.current  # one consistent policy set for the whole request
@@ -190,6 +193,7 @@ class Ingress:
             ctx.fluency = rate > 0 and random.random() < rate
             request = self._validate(body, model_cls, ctx.model, ctx.policy, ctx)
             ctx.prompt_text = _prompt_text(body) if ctx.policy.audit.log_prompt_text else None
+            stamp(ctx.stamps, "policy_validated")
             ticket = self.admission.enter()
             handle = getattr(self.handles[ctx.model].options(stream=True), endpoint)
             items = handle.remote(request)
@@ -259,6 +263,9 @@ class Ingress:
                         first_token_seen = True
                         ttft = time.monotonic() - started
                         self.metrics.observe_ttft(ctx.model, ctx.endpoint, ctx.cohort, ttft)
+                        if ctx.stamps is not None and self.trace is not None:
+                            stamp(ctx.stamps, "ingress_first_content")
+                            self.trace.write(ctx.stamps | (item.timings or {}))
                     if item.safety is not None:
                         self._record_safety(ctx, item.safety, body_text=None)
                     yield item.data
@@ -421,6 +428,7 @@ class _Call:
         self.assignment: Assignment | None = None
         self.arm: str | None = None  # the arm reported: the assigned one, or "override"
         self.fluency = False  # sampled for live fluency scoring
+        self.stamps: dict[str, float] | None = None  # stage timestamps when traced (serving/timing_trace.py)
 
     @property
     def experiment(self) -> str | None:

@@ -9,6 +9,7 @@ import json
 import logging
 import os
 import signal
+import socket
 import subprocess
 import threading
 import time
@@ -132,9 +133,22 @@ def _ray_env(config: GatewayConfig) -> dict[str, str]:
         # Ray renders these ports into HAProxy's config; the shim binds them to our host or drops them.
         for name, port in (("STATS", config.front.haproxy_stats_port), ("METRICS", config.front.haproxy_metrics_port)):
             env[f"RAY_SERVE_HAPROXY_{name}_PORT"] = str(port or 0)
+        # HAProxy's backup server while no ingress replica is up is a Serve proxy on a fixed port
+        # (8500, gRPC 9500) of the machine: with a second gateway running, a starting gateway's
+        # /health and requests were answered by the other gateway's proxy (seen: its tenants' 401s,
+        # its tiers' 400s). Each gateway gets ports of its own, unless the environment names them.
+        for name in ("HTTP", "GRPC"):
+            key = f"RAY_SERVE_FALLBACK_PROXY_{name}_PORT"
+            env[key] = os.environ.get(key) or str(_free_port(config.host))
     else:
         env |= {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "0", "RAY_SERVE_ENABLE_HA_PROXY": "0"}
     return env
+
+
+def _free_port(host: str) -> int:
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
 
 
 def wait_healthy(url: str, timeout_s: float) -> None:

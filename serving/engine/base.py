@@ -65,6 +65,9 @@ class SSEChunk:
     data: str  # the full SSE event text, "data: ...\n\n"
     has_content: bool = False  # carries generated text (the first one marks time to first token)
     safety: dict[str, Any] | None = None  # the annotation, on the chunk that carries it (for metrics/audit)
+    # Traced requests only (STEERGATE_TRACE_TIMINGS): the model server's stage stamps, on the first chunk
+    # with content, for the ingress' trace line (serving/timing_trace.py).
+    timings: dict[str, float] | None = None
 
 
 @dataclass

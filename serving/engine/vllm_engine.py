@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import time
 from argparse import Namespace
 from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
@@ -24,14 +25,16 @@ from middleware.hooks import load_middleware
 from serving.config import MiddlewareConfig, ModelConfig
 from middleware.embedded import embedded_model_dir
 from middleware.fluency import continuation_perplexity
-from serving.engine.base import Engine, EngineError, EngineItem, FluencySample
+from middleware.settings import trace_timings_file
+from serving.engine.base import Engine, EngineError, EngineItem, FluencySample, SSEChunk
 from serving.engine.plugin import ADDITIONAL_CONFIG_KEY
 from serving.engine.side_channel import SideChannelReceiver, SideOutputStore
 from serving.postprocess import ResponsePostprocessor
 from serving.protocol import ChatCompletionRequest, CompletionRequest
 from serving.safety_gate import SafetyPlan
+from serving.timing_trace import stamp
 
-__all__ = ["FLUENCY_PRIORITY", "VLLMEngine"]
+__all__ = ["FLUENCY_PRIORITY", "VLLMEngine", "cpu_env"]
 
 logger = logging.getLogger(__name__)
 
@@ -40,14 +43,21 @@ logger = logging.getLogger(__name__)
 FLUENCY_PRIORITY = 100
 
 
-def _set_cpu_env(config: ModelConfig) -> None:
-    """vLLM's CPU backend reads these at engine start; the engine's child processes inherit them."""
+def cpu_env(config: ModelConfig) -> dict[str, str]:
+    """The environment vLLM's CPU backend reads at engine start (the engine's child processes inherit
+    it); also what bench/peer.py gives vLLM's own server, so both engines run alike."""
     cores = os.cpu_count() or 1
     bind = config.engine.cpu_threads_bind
-    os.environ["VLLM_CPU_KVCACHE_SPACE"] = str(config.engine.cpu_kv_cache_gib)
-    # By default vLLM keeps a core for the frontend; with 2 cores that halves the model's speed.
-    os.environ.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")
-    os.environ["VLLM_CPU_OMP_THREADS_BIND"] = f"0-{cores - 1}" if bind == "auto" else bind
+    return {
+        "VLLM_CPU_KVCACHE_SPACE": str(config.engine.cpu_kv_cache_gib),
+        # By default vLLM keeps a core for the frontend; with 2 cores that halves the model's speed.
+        "VLLM_CPU_NUM_OF_RESERVED_CPU": os.environ.get("VLLM_CPU_NUM_OF_RESERVED_CPU", "0"),
+        "VLLM_CPU_OMP_THREADS_BIND": f"0-{cores - 1}" if bind == "auto" else bind,
+    }
+
+
+def _set_cpu_env(config: ModelConfig) -> None:
+    os.environ.update(cpu_env(config))
 
 
 def engine_unavailable() -> EngineError:
@@ -135,6 +145,7 @@ class VLLMEngine(Engine):
         self._completion = serving_completion
         self.side_outputs = store
         self._receiver = receiver
+        self._traced = trace_timings_file() is not None
 
     @classmethod
     async def start(cls, config: ModelConfig) -> VLLMEngine:
@@ -204,6 +215,7 @@ class VLLMEngine(Engine):
         if self.engine.errored:  # the engine core died: nothing to run it on
             yield engine_unavailable()
             return
+        stamps = {"model_server_entry": time.time()} if self._traced else None
         rid = random_uuid()
         request.request_id = rid
         engine_args = {"rid": rid, **request.middleware_args()}
@@ -227,6 +239,7 @@ class VLLMEngine(Engine):
         try:
             try:
                 result = await create(request, raw_request=None)
+                stamp(stamps, "vllm_prompt_ready")
             except Exception as e:  # vLLM raises some request errors instead of returning them
                 yield _engine_error(e)
                 return
@@ -245,6 +258,8 @@ class VLLMEngine(Engine):
                     yield await self.postprocess.collect(items)
                 else:
                     async for item in items:
+                        if stamps is not None and isinstance(item, SSEChunk):
+                            stamps = self._stamp_chunk(stamps, item)
                         yield item
             else:
                 yield await self.postprocess.finish_body(result.model_dump(), buf, engine_args)
@@ -257,6 +272,17 @@ class VLLMEngine(Engine):
         # Only a response that ended normally gets here (an error returned, a disconnect closed us).
         if sequences:
             yield FluencySample(sequences)
+
+    @staticmethod
+    def _stamp_chunk(stamps: dict[str, float], chunk: SSEChunk) -> dict[str, float] | None:
+        """A traced request's first chunks: stamp them; hand the stamps to the first one with content
+        (the ingress writes them), then stop tracing (None)."""
+        stamps.setdefault("model_server_first_chunk", time.time())
+        if not chunk.has_content:
+            return stamps
+        stamp(stamps, "model_server_first_content")
+        chunk.timings = stamps
+        return None
 
     async def continuation_perplexity(self, token_ids: list[int], start: int) -> float:
         from vllm import SamplingParams
