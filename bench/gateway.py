@@ -17,6 +17,7 @@ from pathlib import Path
 
 from middleware.settings import HEALTH_TIMEOUT_S
 from serving.config import ModelConfig
+from serving.launcher import child_env
 
 __all__ = ["free_port", "start_local_gateway", "start_vllm_server", "vllm_server_args"]
 
@@ -62,7 +63,7 @@ def start_local_gateway(*, policies: Path | None = None, config: Path | None = N
     log = log or Path(f"/tmp/steergate-bench-{port}.log")
     with log.open("wb") as out:
         proc = subprocess.Popen(args, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-                                env={**os.environ, **(env or {}), "PYTHONPATH": str(ROOT)})
+                                env=child_env(**(env or {}), PYTHONPATH=str(ROOT)))
     url = f"http://127.0.0.1:{port}"
 
     def stop() -> None:
@@ -106,7 +107,7 @@ def start_vllm_server(model: ModelConfig, *, log: Path | None = None) -> tuple[s
         out.write((" ".join(args) + "\n").encode())
         out.flush()
         proc = subprocess.Popen(args, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-                                env={**os.environ, **cpu_env(model)})
+                                env=child_env(**cpu_env(model)))
     url = f"http://127.0.0.1:{port}"
 
     def stop() -> None:

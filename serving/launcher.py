@@ -145,6 +145,14 @@ def _ray_env(config: GatewayConfig) -> dict[str, str]:
     return env
 
 
+def child_env(**extra: str) -> dict[str, str]:
+    """The environment for a gateway started as a child of a process that may itself run one (the test
+    session, a benchmark): without the fallback proxy ports this process's gateway took, which the
+    child would otherwise inherit and share."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_SERVE_FALLBACK_PROXY_")}
+    return env | extra
+
+
 def _free_port(host: str) -> int:
     with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
         s.bind((host, 0))

@@ -19,6 +19,7 @@ import httpx
 import psutil
 import pytest
 
+from serving.launcher import child_env
 from serving.processes import Proc, descendants
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -67,7 +68,7 @@ class Gateway:
         with log.open("wb") as out:
             proc = subprocess.Popen(
                 args, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-                env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})},
+                env=child_env(PYTHONPATH=str(ROOT), **(env or {})),
             )
         return cls(port, proc, log, [])
 
