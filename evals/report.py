@@ -55,12 +55,19 @@ def plot_tradeoff(results: Mapping[str, Any], path: Path, title: str = "") -> Pa
 
     fig, ax = plt.subplots(figsize=(7.5, 5.0), dpi=120)
     settings: Sequence[Mapping[str, Any]] = results["settings"]
+    # Settings that measured the same (e.g. two tiers with one recipe) share a point and one label.
+    names: dict[tuple[float, float], list[str]] = {}
+    for s in settings:
+        names.setdefault((s["benign_perplexity"]["value"], s["toxicity"]["value"]), []).append(s["name"])
     for s in settings:
         x, y = s["benign_perplexity"], s["toxicity"]
+        same = names[(x["value"], y["value"])]
+        if s["name"] != same[0]:
+            continue
         ax.errorbar(x["value"], y["value"], xerr=[[x["value"] - x["low"]], [x["high"] - x["value"]]],
                     yerr=[[y["value"] - y["low"]], [y["high"] - y["value"]]], fmt="o", capsize=4,
                     color="black" if s["steering"] == {"tier": "off"} else None)
-        ax.annotate(s["name"], (x["value"], y["value"]), textcoords="offset points", xytext=(6, 6), fontsize=9)
+        ax.annotate(" = ".join(same), (x["value"], y["value"]), textcoords="offset points", xytext=(6, 6), fontsize=9)
     if max(s["benign_perplexity"]["high"] for s in settings) / min(s["benign_perplexity"]["low"]
                                                                      for s in settings) > 20:
         ax.set_xscale("log")
