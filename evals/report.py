@@ -67,7 +67,8 @@ def plot_tradeoff(results: Mapping[str, Any], path: Path, title: str = "") -> Pa
         ax.errorbar(x["value"], y["value"], xerr=[[x["value"] - x["low"]], [x["high"] - x["value"]]],
                     yerr=[[y["value"] - y["low"]], [y["high"] - y["value"]]], fmt="o", capsize=4,
                     color="black" if s["steering"] == {"tier": "off"} else None)
-        ax.annotate(" = ".join(same), (x["value"], y["value"]), textcoords="offset points", xytext=(6, 6), fontsize=9)
+        ax.annotate(" = ".join(same), (x["value"], y["value"]), textcoords="offset points", xytext=(6, 6),
+                    fontsize=9)
     if max(s["benign_perplexity"]["high"] for s in settings) / min(s["benign_perplexity"]["low"]
                                                                      for s in settings) > 20:
         ax.set_xscale("log")
