@@ -65,7 +65,8 @@ def test_alert_rules_use_metrics_that_exist() -> None:
     registry = CollectorRegistry()
     GatewayMetrics(registry, ["m"], [Cohort("p", "e", "a")])
     # Every series name each family can have, initialised or not (flagged_total has no series until a flag).
-    names = {m.name + suffix for m in registry.collect() for suffix in ("", "_total", "_sum", "_count", "_bucket")}
+    suffixes = ("", "_total", "_sum", "_count", "_bucket")
+    names = {m.name + suffix for m in registry.collect() for suffix in suffixes}
     rules = yaml.safe_load((DEPLOY / "prometheus-rules.yml").read_text())["groups"]
     recorded = {r["record"] for g in rules for r in g["rules"] if "record" in r}
     alerts = [r for g in rules for r in g["rules"] if "alert" in r]
