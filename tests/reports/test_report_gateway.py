@@ -86,7 +86,7 @@ def _wait(predicate: Any, timeout_s: float, message: str) -> None:
         try:
             if predicate():
                 return
-        except httpx.HTTPError:
+        except (httpx.HTTPError, ValueError):  # not up yet; a starting Prometheus answers 503 in plain text
             pass
         time.sleep(0.5)
     pytest.fail(message)
