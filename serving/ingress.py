@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import pickle
 import random
 import time
 import uuid
@@ -51,12 +52,18 @@ from serving.admission import (
 )
 from serving.config import GatewayConfig
 from serving.engine.base import EngineError, FluencySample, SSEChunk, UsageReport
-from serving.errors import GatewayError, error_event, error_response, from_validation_error, install_error_handlers
+from serving.errors import (
+    GatewayError,
+    error_event,
+    error_response,
+    from_validation_error,
+    install_error_handlers,
+)
 from serving.fluency import FluencyScorer
 from serving.openapi import install_openapi
+from serving.protocol import ChatCompletionRequest, CompletionRequest, GatewayRequest, SteeringRequest
 from serving.request_limits import read_body
 from serving.timing_trace import TimingTrace, stamp
-from serving.protocol import ChatCompletionRequest, CompletionRequest, GatewayRequest, SteeringRequest
 
 __all__ = ["app", "Ingress"]
 
@@ -372,6 +379,10 @@ class Ingress:
             # AttributeError in a vLLM model validator: found by schemathesis).
             message = str(e.args[0]) if e.args else type(e).__name__
             raise GatewayError(400, message[:500], param=getattr(e, "parameter", None), code="invalid_value") from e
+        try:  # Ray pickles the request to the model server: a value it cannot carry is the client's 400
+            pickle.dumps(request)  # (schemathesis: an Iterable field left as a pydantic ValidatorIterator)
+        except Exception as e:
+            raise GatewayError(400, f"request cannot be processed: {e}"[:500], code="invalid_value") from None
         if policy.actions.completion == "stop" and (request.n or 1) > 1:
             raise GatewayError(400, f"policy '{policy.name}' stops toxic output, which needs one choice per "
                                "request: n must be 1", param="n", code="invalid_value")
