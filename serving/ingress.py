@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import pickle
 import random
 import time
 import uuid
@@ -25,6 +24,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from pydantic import ValidationError
+from ray import cloudpickle
 
 from middleware.hooks import load_middleware
 from middleware.metrics import REJECTION_REASONS, Cohort, GatewayMetrics
@@ -380,7 +380,7 @@ class Ingress:
             message = str(e.args[0]) if e.args else type(e).__name__
             raise GatewayError(400, message[:500], param=getattr(e, "parameter", None), code="invalid_value") from e
         try:  # Ray pickles the request to the model server: a value it cannot carry is the client's 400
-            pickle.dumps(request)  # (schemathesis: an Iterable field left as a pydantic ValidatorIterator)
+            cloudpickle.dumps(request)  # (schemathesis: an Iterable field left as a pydantic ValidatorIterator)
         except Exception as e:
             raise GatewayError(400, f"request cannot be processed: {e}"[:500], code="invalid_value") from None
         if policy.actions.completion == "stop" and (request.n or 1) > 1:
