@@ -263,9 +263,14 @@ class Ingress:
         item = first
         deadline = started + self.config.admission.request_timeout_s
         status = 200
+        # [DONE] is held back until the items after it (usage, fluency sample) are in: clients close the
+        # connection on [DONE], which would close this generator before they are recorded.
+        done: SSEChunk | None = None
         try:
             while True:
-                if isinstance(item, SSEChunk):
+                if isinstance(item, SSEChunk) and item.is_done:
+                    done = item
+                elif isinstance(item, SSEChunk):
                     if item.has_content and not first_token_seen:
                         first_token_seen = True
                         ttft = time.monotonic() - started
@@ -284,7 +289,13 @@ class Ingress:
                     item = await asyncio.wait_for(items.__anext__(), max(0.0, deadline - time.monotonic()))
                 except StopAsyncIteration:
                     break
+            if done is not None:
+                yield done.data
         except Exception as e:  # not GeneratorExit/CancelledError (client gone): those only clean up
+            if done is not None:  # the answer is complete; only its usage/fluency bookkeeping failed
+                logger.warning("stream %s: failure after its last chunk: %r", ctx.request_id, e)
+                yield done.data
+                return
             failure = upstream_failure(e, self.config.admission)
             if failure is None:
                 logger.exception("stream %s failed", ctx.request_id)
@@ -369,7 +380,11 @@ class Ingress:
             raise GatewayError(400, f"n must be at most {self.config.limits.max_n}, got {n}", param="n",
                                code="invalid_value")
         try:
-            request = model_cls.model_validate(body)
+            # Strict JSON validation: a JSON type is never coerced into another (`false` is not token id 0,
+            # "4" is not 4), as the OpenAI API and our OpenAPI schema say (schemathesis' negative cases).
+            # JSON mode, not Python mode: strict Python mode would refuse objects for vLLM's dataclass
+            # fields (`structured_outputs`) and strings for its enums.
+            request = model_cls.model_validate_json(json.dumps(body), strict=True)
         except ValidationError as e:
             raise from_validation_error(e) from e
         except Exception as e:  # VLLMClientError, ValueError, TypeError, OverflowError, AttributeError...

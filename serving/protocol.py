@@ -127,6 +127,22 @@ CHAT_ROLES = ("system", "developer", "user", "assistant", "tool", "function")
 
 
 class ChatCompletionRequest(_SteergateFields, _VllmChatRequest):
+    @model_validator(mode="before")
+    @classmethod
+    def _arrays_are_arrays(cls, data: Any) -> Any:
+        # The message TypedDicts type `content` parts and `tool_calls` as Iterable, which pydantic fills
+        # from any iterable, strict or not, and vLLM's own before-validator turns any iterable into a
+        # list: `"tool_calls": {}` passed as zero tool calls (schemathesis). Runs before vLLM's.
+        messages = data.get("messages") if isinstance(data, dict) else None
+        for i, message in enumerate(messages if isinstance(messages, list) else ()):
+            if not isinstance(message, dict):
+                continue
+            if isinstance(message.get("content"), dict):
+                raise ValueError(f"messages[{i}].content must be a string or an array of content parts")
+            if message.get("tool_calls") is not None and not isinstance(message["tool_calls"], list):
+                raise ValueError(f"messages[{i}].tool_calls must be an array")
+        return data
+
     @field_validator("messages")
     @classmethod
     def _non_empty(cls, v: list[Any]) -> list[Any]:

@@ -69,6 +69,16 @@ class SSEChunk:
     # with content, for the ingress' trace line (serving/timing_trace.py).
     timings: dict[str, float] | None = None
 
+    @property
+    def is_done(self) -> bool:
+        """The stream's terminator, `data: [DONE]`."""
+        return self.data.startswith("data: [DONE]")
+
+    @property
+    def is_error(self) -> bool:
+        """An error event: the stream failed after its 200 went out."""
+        return self.data.startswith('data: {"error"')
+
 
 @dataclass
 class UsageReport:

@@ -29,6 +29,7 @@ from middleware.settings import trace_timings_file
 from serving.engine.base import Engine, EngineError, EngineItem, FluencySample, SSEChunk
 from serving.engine.plugin import ADDITIONAL_CONFIG_KEY
 from serving.engine.side_channel import SideChannelReceiver, SideOutputStore
+from serving.errors import error_event
 from serving.postprocess import ResponsePostprocessor
 from serving.protocol import ChatCompletionRequest, CompletionRequest
 from serving.safety_gate import SafetyPlan
@@ -258,6 +259,10 @@ class VLLMEngine(Engine):
                     yield await self.postprocess.collect(items)
                 else:
                     async for item in items:
+                        if isinstance(item, SSEChunk) and item.is_error and self.engine.errored:
+                            # vLLM ends the stream with a generic 500 event when its engine core dies;
+                            # the client should retry on the replacement replica, as before a stream starts.
+                            item = SSEChunk(error_event(engine_unavailable()))
                         if stamps is not None and isinstance(item, SSEChunk):
                             stamps = self._stamp_chunk(stamps, item)
                         yield item
