@@ -59,6 +59,10 @@ __all__ = ["TARGETS", "Target", "main"]
 # What one server needs in memory (engine, KV cache, Ray or the API server), to decide whether all
 # servers can stay up for the whole run.
 SERVER_GIB = 5.0
+# Idle vLLM CPU engines are not idle: their workers poll shared memory and take CPU from the one being
+# measured. On this 2-core machine (2026-11-26) vLLM's server made 60 tok/s at 16 streams with three
+# servers up, where the issue measured ~350 with it alone. Below this many cores, one server at a time.
+TOGETHER_MIN_CPUS = 16
 
 @dataclass(frozen=True)
 class Target:
@@ -226,8 +230,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--targets", default=",".join(TARGETS), help=f"subset of {','.join(TARGETS)}")
     parser.add_argument("--eager", action="store_true", help="enforce_eager everywhere (skips ~80 s compiles)")
     parser.add_argument("--servers", choices=["auto", "together", "one-at-a-time"], default="auto",
-                        help=f"keep every server up for the whole run, or start each for its phases only "
-                        f"(auto: together when {SERVER_GIB:.0f} GiB per server are available)")
+                        help="keep every server up for the whole run, or start each for its phases only "
+                        f"(auto: together when {SERVER_GIB:.0f} GiB per server and "
+                        f"{TOGETHER_MIN_CPUS} CPUs are there)")
     parser.add_argument("--trace", action="store_true", help="print the gateway's per-stage TTFT breakdown")
     parser.add_argument("--out", type=Path, default=Path("bench/results/peer"), help="writes OUT.json (OUT.png)")
     args = parser.parse_args(argv)
@@ -242,7 +247,8 @@ def main(argv: list[str] | None = None) -> int:
     model = ModelConfig(name=EMBEDDED_MODEL_NAME, engine=EngineConfig(enforce_eager=args.eager), middleware=[])
     server_names = list(dict.fromkeys(t.server for t in targets))
     together = args.servers == "together" or (
-        args.servers == "auto" and _mem_available_gib() >= SERVER_GIB * len(server_names))
+        args.servers == "auto" and _mem_available_gib() >= SERVER_GIB * len(server_names)
+        and (os.cpu_count() or 1) >= TOGETHER_MIN_CPUS)
     phases_total = args.rounds * len(concurrencies) * len(targets)
     print(f"{len(targets)} targets x streams {concurrencies} x {args.rounds} rounds = {phases_total} phases; "
           f"{max(args.requests, 2 * max(concurrencies))} requests max x {args.tokens} tokens; "
