@@ -7,8 +7,9 @@ Phases, one after another: `steady` (64 clients, at least 3 minutes), `overload`
 than the engine's batch and the ingress' admission bound) and `recovery` (back to 16 clients). Each
 client streams a completion of `--tokens` tokens (ignore_eos), then starts the next; a refused
 request (429/503) must carry Retry-After, which the client honours (as the openai client does).
-Every second the runner reads /metrics: the ingress' in-flight requests and the engine's running and
-waiting requests (its queue). Loopback only; every phase ends by itself (clients stop starting new
+Every second the runner reads /metrics: the ingress' in-flight (admitted) requests, how many of them
+have no first token yet (`steergate_requests_queued`: the gateway's queue, Ray's handle queue and the
+engine's together) and the engine's running requests. Loopback only; every phase ends by itself (clients stop starting new
 requests at the phase's end, and a request may not outlive it by more than the gateway's own
 request timeout). Prints one line per phase, writes JSON and a PNG (queue depth and TTFT over time).
 """
@@ -63,8 +64,8 @@ class RequestRecord:
 class Sample:
     t: float
     in_flight: float | None
-    running: float | None
-    waiting: float | None
+    queued: float | None  # admitted, no first chunk yet: the gateway's queue (Ray's and the engine's)
+    running: float | None  # the engine's own count, as last probed (stale under overload: see docs)
 
 
 @dataclass
@@ -140,8 +141,8 @@ async def _sample(url: str, run: Run, origin: float, stop: asyncio.Event) -> Non
             try:
                 text = (await client.get("/metrics")).text
                 run.samples.append(Sample(time.monotonic() - origin, _metric(text, "steergate_requests_in_flight"),
-                                          _metric(text, "steergate_engine_requests", 'state="running"'),
-                                          _metric(text, "steergate_engine_requests", 'state="waiting"')))
+                                          _metric(text, "steergate_requests_queued"),
+                                          _metric(text, "steergate_engine_requests", 'state="running"')))
             except httpx.HTTPError:
                 pass
             try:
@@ -166,9 +167,9 @@ def summarize(run: Run) -> list[dict[str, object]]:
             "ttft_p50_s": round(percentile(ttft, 0.5), 3), "ttft_p95_s": round(percentile(ttft, 0.95), 3),
             "ttft_p99_s": round(percentile(ttft, 0.99), 3), "tokens_per_s": round(sum(r.tokens for r in ok) / (end - start), 1),
             "max_in_flight": max((s.in_flight or 0 for s in samples), default=None),
+            "max_queued": max((s.queued or 0 for s in samples), default=None),
+            "mean_queued": round(statistics.fmean([s.queued or 0 for s in samples]), 1) if samples else None,
             "max_running": max((s.running or 0 for s in samples), default=None),
-            "max_waiting": max((s.waiting or 0 for s in samples), default=None),
-            "mean_waiting": round(statistics.fmean([s.waiting or 0 for s in samples]), 1) if samples else None,
         })
     return rows
 
@@ -182,8 +183,8 @@ def plot(run: Run, path: Path) -> None:
     fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(11, 7), sharex=True)
     t = [s.t for s in run.samples]
     ax1.plot(t, [s.in_flight for s in run.samples], label="ingress in flight (admitted)")
-    ax1.plot(t, [s.running for s in run.samples], label="engine running")
-    ax1.plot(t, [s.waiting for s in run.samples], label="engine waiting (queue)")
+    ax1.plot(t, [s.queued for s in run.samples], label="queued (admitted, no first token yet)")
+    ax1.plot(t, [s.running for s in run.samples], label="engine running (last probe)")
     ax1.set_ylabel("requests")
     ax1.legend(loc="upper left")
     ok = [r for r in run.records if r.ttft_s is not None and r.status == 200]

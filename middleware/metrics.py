@@ -137,6 +137,13 @@ class GatewayMetrics:
             "steergate_requests_in_flight", "Generation requests this ingress replica holds (waiting for the "
             "engine or generating); bounded by admission.max_in_flight.", registry=registry,
         )
+        # The gateway's queue, seen from the ingress: Ray's handle queue and the engine's waiting list
+        # together. Kept here because a probe of the model server waits in that same queue under load.
+        self.queued = Gauge(
+            "steergate_requests_queued", "Generation requests this ingress replica admitted that have no "
+            "first chunk yet (queued in front of or inside the engine; a non-streamed request until its "
+            "body).", registry=registry,
+        )
         self.rejected = Counter(
             "steergate_rejected_total", "Requests refused or ended by backpressure or failure, by reason "
             "(server_overloaded, model_unavailable, request_timeout).", ["model", "reason"], registry=registry,

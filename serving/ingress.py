@@ -241,8 +241,9 @@ class Ingress:
 
     async def _first_item(self, items: Any, stream: bool) -> Any:
         """The model server's first item (a stream's first chunk, or a whole body), within its deadline;
-        past it the call is cancelled (the engine request aborted)."""
+        past it the call is cancelled (the engine request aborted). Counted as queued until then."""
         cfg = self.config.admission
+        self.metrics.queued.inc()
         try:
             return await asyncio.wait_for(items.__anext__(), cfg.queue_timeout_s if stream else cfg.request_timeout_s)
         except TimeoutError:
@@ -250,6 +251,8 @@ class Ingress:
             if stream:
                 raise overloaded(cfg, f"no capacity to start the request within {cfg.queue_timeout_s:g} s") from None
             raise request_timeout(cfg) from None
+        finally:
+            self.metrics.queued.dec()
 
     def _count_refusal(self, model: str, error: EngineError) -> None:
         if error.code in REJECTION_REASONS and error.status >= 500:
