@@ -61,8 +61,7 @@ __all__ = ["TARGETS", "Target", "main"]
 SERVER_GIB = 5.0
 # Idle vLLM CPU engines take CPU from the one being measured (most likely their workers polling shared
 # memory; not profiled). On this 2-core machine (2026-11-26) vLLM's server made 60 tok/s at 16 streams
-# with three servers up, where the issue measured ~350 with it alone. Below this many cores, one server
-# at a time.
+# with three servers up and 88 alone. Below this many cores, one server at a time.
 TOGETHER_MIN_CPUS = 16
 
 @dataclass(frozen=True)
