@@ -9,9 +9,9 @@ client streams a completion of `--tokens` tokens (ignore_eos), then starts the n
 request (429/503) must carry Retry-After, which the client honours (as the openai client does).
 Every second the runner reads /metrics: the ingress' in-flight (admitted) requests, how many of them
 have no first token yet (`steergate_requests_queued`: the gateway's queue, Ray's handle queue and the
-engine's together) and the engine's running requests. Loopback only; every phase ends by itself (clients stop starting new
-requests at the phase's end, and a request may not outlive it by more than the gateway's own
-request timeout). Prints one line per phase, writes JSON and a PNG (queue depth and TTFT over time).
+engine's together) and the engine's running requests. Loopback only; every phase ends by itself
+(clients stop starting new requests at the phase's end, and a request may not outlive it by more
+than the gateway's own request timeout). Prints one line per phase, writes JSON and a PNG (queue depth and TTFT over time).
 """
 
 from __future__ import annotations

@@ -51,7 +51,7 @@ from serving.admission import (
     upstream_failure,
 )
 from serving.config import GatewayConfig
-from serving.engine.base import EngineError, FluencySample, SSEChunk, UsageReport
+from serving.engine.base import DONE_EVENT, EngineError, FluencySample, SSEChunk, UsageReport
 from serving.errors import (
     GatewayError,
     error_event,
@@ -306,7 +306,7 @@ class Ingress:
             status = failure.error.status
             self._count_refusal(ctx.model, failure.error)
             yield error_event(failure.error)
-            yield "data: [DONE]\n\n"
+            yield DONE_EVENT
         finally:
             items.cancel()
             ticket.release()

@@ -21,7 +21,7 @@ from typing import Any
 from middleware.detection import TOXICITY_FEATURES, DetectorParams, RunningScore
 from middleware.hooks import ResidualMiddleware, load_middleware
 from serving.config import MiddlewareConfig
-from serving.engine.base import EngineError, EngineItem, SSEChunk, UsageReport
+from serving.engine.base import DONE_EVENT, EngineError, EngineItem, SSEChunk, UsageReport
 from serving.engine.side_channel import RequestSideOutputs
 from serving.safety_gate import CompletionGate, SafetyPlan, assemble_body, stop_chunk
 
@@ -181,7 +181,7 @@ class ResponsePostprocessor:
                 if client_usage and usage:
                     tail = {k: obj[k] for k in ("id", "object", "created", "model") if k in obj}
                     yield SSEChunk(f"data: {json.dumps(tail | {'choices': [], 'usage': usage})}\n\n")
-                yield SSEChunk("data: [DONE]\n\n")
+                yield SSEChunk(DONE_EVENT)
                 break  # the caller closes the engine's stream, which aborts the request
         if usage is not None:
             yield UsageReport(usage.get("prompt_tokens", 0), usage.get("completion_tokens", 0))

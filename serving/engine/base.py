@@ -21,7 +21,8 @@ from serving.config import ModelConfig
 from serving.protocol import ChatCompletionRequest, CompletionRequest
 
 __all__ = [
-    "Engine", "EngineError", "error_type_for", "EngineItem", "FluencySample", "SSEChunk", "UsageReport",
+    "DONE_EVENT", "Engine", "EngineError", "error_type_for", "EngineItem", "FluencySample", "SSEChunk",
+    "UsageReport",
 ]
 
 
@@ -60,6 +61,10 @@ class EngineError:
         return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
 
 
+# The last event of every stream (OpenAI's terminator).
+DONE_EVENT = "data: [DONE]\n\n"
+
+
 @dataclass
 class SSEChunk:
     data: str  # the full SSE event text, "data: ...\n\n"
@@ -72,7 +77,7 @@ class SSEChunk:
     @property
     def is_done(self) -> bool:
         """The stream's terminator, `data: [DONE]`."""
-        return self.data.startswith("data: [DONE]")
+        return self.data.startswith(DONE_EVENT.rstrip())
 
     @property
     def is_error(self) -> bool:
