@@ -287,14 +287,39 @@ def test_metrics_are_per_ingress_replica(fault_gateway: Gateway) -> None:
 
 # ---- processes killed mid-stream ---------------------------------------------------------------
 
-def _process(gw: Gateway, marker: str) -> psutil.Process:
+def _find(gw: Gateway, marker: str) -> psutil.Process | None:
     for p in psutil.Process(gw.proc.pid).children(recursive=True):
         try:
-            if marker in " ".join(p.cmdline()) or marker in p.name():
+            if p.status() != psutil.STATUS_ZOMBIE and (marker in " ".join(p.cmdline()) or marker in p.name()):
                 return p
         except psutil.Error:
             continue
-    raise AssertionError(f"no process {marker!r} under the gateway")
+    return None
+
+
+def _tree(gw: Gateway) -> str:
+    """The gateway's processes, one per line, for a failure message."""
+    lines = []
+    for p in psutil.Process(gw.proc.pid).children(recursive=True):
+        try:
+            lines.append(f"{p.pid} ppid={p.ppid()} {p.status()} {' '.join(p.cmdline())[:120] or p.name()}")
+        except psutil.Error as e:
+            lines.append(f"{p.pid} {type(e).__name__}")
+    return "\n".join(lines)
+
+
+def _process(gw: Gateway, marker: str, timeout_s: float = 60.0, not_pid: int | None = None) -> psutil.Process:
+    """The live process of the gateway named `marker` (other than `not_pid`), waiting up to `timeout_s`:
+    a replaced process may be renamed (setproctitle) a moment after the engine answers."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        p = _find(gw, marker)
+        if p is not None and p.pid != not_pid:
+            return p
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no live process {marker!r} (other than pid {not_pid}) under the gateway "
+                                 f"after {timeout_s:.0f} s; its processes:\n{_tree(gw)}")
+        time.sleep(1)
 
 
 async def _streams_then_kill(url: str, victim: psutil.Process, n: int = 3) -> list[tuple[str, float]]:
@@ -354,7 +379,8 @@ def _kill_mid_stream_and_recover(gw: Gateway, marker: str) -> None:
     r = httpx.post(f"{gw.url}/v1/completions", headers=_auth(KEY_A), timeout=120,
                    json={"model": MODEL, "prompt": "Hi", "max_tokens": 4})
     assert r.status_code == 200 and r.json()["usage"]["completion_tokens"] == 4
-    assert victim.pid != _process(gw, marker).pid
+    # A new process took the killed one's place (the lookup fails, listing the tree, if none did).
+    _process(gw, marker, not_pid=victim.pid)
 
 
 def test_engine_core_killed_mid_stream(fault_gateway: Gateway) -> None:
