@@ -99,7 +99,7 @@ async def bench_raw(name: str, model: ModelConfig, texts: list[str], tokens: int
     finally:
         engine.shutdown()
         # Collect it now: AsyncLLM.__del__ run at interpreter exit prints a spurious TypeError.
-        del engine
+        engine = None  # (not `del`: the closure `one` shares this variable)
         gc.collect()
     return Result(name, n, secs, ttft)
 

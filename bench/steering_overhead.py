@@ -25,9 +25,9 @@ from typing import Any
 from common import bench_raw, prompts
 
 from middleware.hooks import REQUEST_ARGS_KEY
+from middleware.settings import cache_dir
 from serving.config import ModelConfig
 from serving.engine.plugin import ADDITIONAL_CONFIG_KEY
-from middleware.settings import cache_dir
 
 D_MODEL, D_SAE, LAYER = 576, 8 * 576, 12
 

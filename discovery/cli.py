@@ -62,9 +62,9 @@ def _setup(args: argparse.Namespace) -> Path:
 
 
 def _train_sae(args: argparse.Namespace) -> int:
-    from middleware.assets import EMBEDDED_SAE
     from discovery.train import TrainSpec
     from discovery.train_pipeline import TrainSAEJob, run_train_sae
+    from middleware.assets import EMBEDDED_SAE
 
     job = TrainSAEJob(
         model_dir=_setup(args), work_dir=_work_dir(args), out_dir=args.out or EMBEDDED_SAE,
@@ -82,9 +82,10 @@ def _train_sae(args: argparse.Namespace) -> int:
 
 
 def _labels(args: argparse.Namespace) -> int:
+    from transformers import AutoTokenizer
+
     from discovery.features_pipeline import filter_table
     from discovery.labelled import build_labelled, load_labelled, set_stats
-    from transformers import AutoTokenizer
 
     model_dir = _setup(args)
     paths = build_labelled(model_dir, _work_dir(args), _data_spec(args))
@@ -95,9 +96,9 @@ def _labels(args: argparse.Namespace) -> int:
 
 
 def _find_features(args: argparse.Namespace) -> int:
-    from middleware.assets import EMBEDDED_FEATURES, EMBEDDED_SAE
     from discovery.features_pipeline import FindFeaturesJob, run_find_features
     from discovery.report import format_features_report
+    from middleware.assets import EMBEDDED_FEATURES, EMBEDDED_SAE
 
     job = FindFeaturesJob(
         model_dir=_setup(args), work_dir=_work_dir(args), sae_dir=args.sae or EMBEDDED_SAE,

@@ -40,7 +40,15 @@ import torch
 
 from discovery.defaults import INSTRUCTED_SCALE
 from discovery.generation import Sampling, generate_jsonl, read_jsonl
-from discovery.instructed_seeds import CONTRAST_KINDS, CONTRAST_OPENERS, GROUPS, HARD_KINDS, PEOPLE, SYSTEM_PROMPTS, Kind
+from discovery.instructed_seeds import (
+    CONTRAST_KINDS,
+    CONTRAST_OPENERS,
+    GROUPS,
+    HARD_KINDS,
+    PEOPLE,
+    SYSTEM_PROMPTS,
+    Kind,
+)
 from discovery.splits import Side, assign_sides, combos_by_side
 
 __all__ = ["FILTER_RULES", "KINDS", "Ask", "InstructedSpec", "asks", "build_instructed", "extract_line",

@@ -7,8 +7,8 @@ from typing import Any
 
 import numpy as np
 
-from middleware.detection import FeatureSet, ToxicityDetector
 from discovery.activations import collect
+from middleware.detection import FeatureSet, ToxicityDetector
 from middleware.sae import load_sae
 
 __all__ = ["load_detector", "score_texts"]

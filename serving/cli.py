@@ -10,8 +10,8 @@ import sys
 import threading
 from pathlib import Path
 
-from serving.config import GatewayConfig
 from middleware.settings import HEALTH_TIMEOUT_S
+from serving.config import GatewayConfig
 
 __all__ = ["main"]
 

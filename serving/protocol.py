@@ -13,10 +13,14 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 from vllm.entrypoints.openai.chat_completion.protocol import ChatCompletionRequest as _VllmChatRequest
 from vllm.entrypoints.openai.chat_completion.protocol import ChatCompletionResponse as _VllmChatResponse
-from vllm.entrypoints.openai.chat_completion.protocol import ChatCompletionStreamResponse as _VllmChatStreamResponse
+from vllm.entrypoints.openai.chat_completion.protocol import (
+    ChatCompletionStreamResponse as _VllmChatStreamResponse,
+)
 from vllm.entrypoints.openai.completion.protocol import CompletionRequest as _VllmCompletionRequest
 from vllm.entrypoints.openai.completion.protocol import CompletionResponse as _VllmCompletionResponse
-from vllm.entrypoints.openai.completion.protocol import CompletionStreamResponse as _VllmCompletionStreamResponse
+from vllm.entrypoints.openai.completion.protocol import (
+    CompletionStreamResponse as _VllmCompletionStreamResponse,
+)
 from vllm.sampling_params import SamplingParams
 
 from middleware.hooks import REQUEST_ARGS_KEY

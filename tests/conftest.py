@@ -18,9 +18,9 @@ import pytest
 
 from middleware.assets import EMBEDDED_FEATURES
 from middleware.detection import FeatureSet
+from middleware.embedded import EMBEDDED_MODEL_NAME
 from middleware.sae import load_sae_config
 from serving.config import GatewayConfig, MiddlewareConfig, ModelConfig, embedded_middleware
-from middleware.embedded import EMBEDDED_MODEL_NAME
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = EMBEDDED_MODEL_NAME

@@ -21,11 +21,11 @@ from argparse import Namespace
 from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
-from middleware.hooks import load_middleware
-from serving.config import MiddlewareConfig, ModelConfig
 from middleware.embedded import embedded_model_dir
 from middleware.fluency import continuation_perplexity
+from middleware.hooks import load_middleware
 from middleware.settings import trace_timings_file
+from serving.config import MiddlewareConfig, ModelConfig
 from serving.engine.base import Engine, EngineError, EngineItem, FluencySample, SSEChunk
 from serving.engine.plugin import ADDITIONAL_CONFIG_KEY
 from serving.engine.side_channel import SideChannelReceiver, SideOutputStore

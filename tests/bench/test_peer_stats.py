@@ -7,8 +7,17 @@ import math
 import pytest
 
 from bench.common import percentile
-from bench.peer_stats import (PEER, PhaseRun, RequestTiming, compare, format_stages, format_table, phase_stats,
-                              stage_medians, summarize)
+from bench.peer_stats import (
+    PEER,
+    PhaseRun,
+    RequestTiming,
+    compare,
+    format_stages,
+    format_table,
+    phase_stats,
+    stage_medians,
+    summarize,
+)
 
 
 def _run(target: str, c: int, rnd: int, seconds: float, ttft_ms: list[float], itl_ms: float = 10.0,

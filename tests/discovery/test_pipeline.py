@@ -12,15 +12,15 @@ import json
 
 import pytest
 
-from middleware.detection import FeatureSet
 from discovery.corpus import CorpusSpec, load_corpus
 from discovery.features_pipeline import FindFeaturesJob, run_find_features
 from discovery.instructed import FILTER_RULES, InstructedSpec, load_instructed
 from discovery.labelled import DataSpec
 from discovery.train import TrainSpec
 from discovery.train_pipeline import TrainSAEJob, run_train_sae
-from middleware.sae import load_sae
+from middleware.detection import FeatureSet
 from middleware.embedded import embedded_model_dir
+from middleware.sae import load_sae
 
 CORPUS = CorpusSpec(seed=1, scale=0.05, max_new_tokens=6, batch_size=32)
 DATA = DataSpec(corpus=CORPUS, instructed=InstructedSpec(seed=1, scale=0.01, max_new_tokens=20, batch_size=32))

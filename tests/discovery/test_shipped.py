@@ -8,13 +8,13 @@ import json
 import numpy as np
 import pytest
 
-from middleware.assets import EMBEDDED_FEATURES, EMBEDDED_HELDOUT, EMBEDDED_SAE
-from middleware.detection import FeatureSet
 from discovery.activations import load_lm
 from discovery.features import auroc, precision_recall
 from discovery.scoring import load_detector, score_texts
-from middleware.sae import load_sae_config
+from middleware.assets import EMBEDDED_FEATURES, EMBEDDED_HELDOUT, EMBEDDED_SAE
+from middleware.detection import FeatureSet
 from middleware.embedded import embedded_model_dir
+from middleware.sae import load_sae_config
 
 TARGET_AUROC = 0.95
 

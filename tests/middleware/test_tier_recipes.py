@@ -10,7 +10,13 @@ import pytest
 
 from middleware.assets import EMBEDDED_FEATURES
 from middleware.detection import FeatureSet
-from middleware.tier_recipes import TierRecipe, load_tier_recipes, recipe_presets, tiers_path_for, write_tier_recipes
+from middleware.tier_recipes import (
+    TierRecipe,
+    load_tier_recipes,
+    recipe_presets,
+    tiers_path_for,
+    write_tier_recipes,
+)
 
 FEATURES = [7, 3, 9]
 WEIGHTS = [0.5, 2.0, 1.0]

@@ -7,7 +7,6 @@ The default config is small (eager engine, small KV cache, no middleware) so a s
 
 from __future__ import annotations
 
-import os
 import socket
 import subprocess
 import sys

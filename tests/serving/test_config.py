@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from serving.config import GatewayConfig
 from middleware.embedded import EMBEDDED_MODEL_NAME
+from serving.config import GatewayConfig
 
 ROOT = Path(__file__).resolve().parents[2]
 

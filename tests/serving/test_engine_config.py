@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from serving.config import MiddlewareConfig
 from middleware.embedded import embedded_model_dir
+from serving.config import MiddlewareConfig
 from serving.engine.vllm_engine import _special_token_ids, engine_middleware
 
 

@@ -15,8 +15,8 @@ import torch
 
 from middleware.assets import EMBEDDED_FEATURES
 from middleware.detection import SafetyMiddleware
-from middleware.offline import attach
 from middleware.embedded import embedded_model_dir
+from middleware.offline import attach
 from tests.conftest import D_MODEL, HOOK_LAYER, MODEL
 from tests.serving.hooks import StreamNormHook
 
