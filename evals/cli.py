@@ -155,6 +155,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_eval)
     from evals.calibrate import add_command as add_calibrate
     from evals.findings import add_commands as add_findings
+    from evals.gates import add_command as add_gates
 
     add_calibrate(sub)
     add_findings(sub)
+    add_gates(sub)

@@ -62,11 +62,13 @@ class GatewayTarget:
 
 
 @contextmanager
-def gateway(target: GatewayTarget, port: int | None = None, eager: bool = False) -> Iterator[str]:
+def gateway(target: GatewayTarget, port: int | None = None, eager: bool = False,
+            policies: Path | None = None) -> Iterator[str]:
     """The base URL to talk to; a started gateway is stopped on exit (nothing of it outlives it).
 
     eager: skip torch.compile (slower steps, but a start without the compile, which is redone at
-    every start since the engine's config carries a per-start side-channel address)."""
+    every start since the engine's config carries a per-start side-channel address).
+    policies: a policy file for a started gateway (default: the shipped default policy)."""
     if target.url is not None:
         yield target.url
         return
@@ -75,7 +77,8 @@ def gateway(target: GatewayTarget, port: int | None = None, eager: bool = False)
 
     middleware = embedded_middleware(str(target.features_path), tiers=target._tiers)
     model = ModelConfig(name=target.model, middleware=middleware, engine=EngineConfig(enforce_eager=eager))
-    config = GatewayConfig(port=port or free_port(), models=[model])
+    config = GatewayConfig(port=port or free_port(), models=[model],
+                           policies=str(policies) if policies is not None else None)
     try:
         yield start_gateway(config, health_timeout_s=900)
     finally:
