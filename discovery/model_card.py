@@ -6,6 +6,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from discovery.defaults import DEFAULT_LAYER
+
 __all__ = ["write_model_card"]
 
 
@@ -27,6 +29,9 @@ def _probe_table(probe: dict[str, Any] | None) -> str:
 
 def write_model_card(path: Path, report: dict[str, Any]) -> None:
     m, spec = report["metrics"], report["train_spec"]
+    # The command that trains this SAE again: the layer flag unless it is the default.
+    layer_flag = (" --layer auto" if report.get("layer_probe")
+                  else "" if report["layer"] == DEFAULT_LAYER else f" --layer {report['layer']}")
     corpus_rows = ["| source | texts | toxic | benign | judge unsure |", "|---|---|---|---|---|"]
     for source, s in report["corpus"].items():
         corpus_rows.append(f"| {source} | {s['texts']} | {s['toxic']} | {s['benign']} | {s['unsure']} |")
@@ -36,7 +41,7 @@ A sparse autoencoder on the residual stream after decoder layer {report['layer']
 (`{report['hook_name']}`; vLLM's hidden + residual after that layer), in the SAELens format (`cfg.json` +
 `sae_weights.safetensors`, fp16 on disk; steergate computes in fp32). Trained on CPU by:
 
-    .venv/bin/steergate train-sae          # then: .venv/bin/steergate find-features
+    .venv/bin/steergate train-sae{layer_flag}          # then: .venv/bin/steergate find-features
 
 ## Metrics (tokens held out of training: {report['eval_tokens']} tokens of {report['eval_texts']} texts)
 
