@@ -11,7 +11,8 @@ Every second the runner reads /metrics: the ingress' in-flight (admitted) reques
 have no first token yet (`steergate_requests_queued`: the gateway's queue, Ray's handle queue and the
 engine's together) and the engine's running requests. Loopback only; every phase ends by itself
 (clients stop starting new requests at the phase's end, and a request may not outlive it by more
-than the gateway's own request timeout). Prints one line per phase, writes JSON and a PNG (queue depth and TTFT over time).
+than the gateway's own request timeout). Prints one line per phase, writes JSON and a PNG (queue
+depth and TTFT over time).
 """
 
 from __future__ import annotations

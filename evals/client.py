@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from middleware.fluency import token_logprobs
 
-__all__ = ["Generation", "GatewayClient", "run_all"]
+__all__ = ["Generation", "GatewayClient", "gather_with_progress", "run_all"]
 
 T = TypeVar("T")
 CONCURRENCY = 16
@@ -78,7 +78,8 @@ class GatewayClient:
         return token_logprobs(r.choices[0].model_extra["prompt_logprobs"], token_ids)
 
 
-async def _gather(jobs: list[Callable[[], Awaitable[T]]], desc: str) -> list[T]:
+async def gather_with_progress(jobs: list[Callable[[], Awaitable[T]]], desc: str) -> list[T]:
+    """Await every job concurrently (bounding is the caller's), with a progress bar."""
     with tqdm(total=len(jobs), desc=desc, unit="req", leave=False) as bar:
         async def one(job: Callable[[], Awaitable[T]]) -> T:
             result = await job()
@@ -101,7 +102,7 @@ def run_all(client_factory: Callable[[], GatewayClient], jobs: Iterable[Callable
 
     async def main() -> list[T]:
         try:
-            return await _gather([lambda j=j: j(client) for j in jobs], desc)  # type: ignore[arg-type]
+            return await gather_with_progress([lambda j=j: j(client) for j in jobs], desc)  # type: ignore[arg-type]
         finally:
             if client is not None:
                 await client.close()

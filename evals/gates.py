@@ -29,13 +29,13 @@ import argparse
 import asyncio
 import json
 import random
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm import tqdm
 
+from evals.client import gather_with_progress
 from evals.stats import Estimate, bootstrap
 
 __all__ = ["add_command", "gate_policies", "measure", "normalise", "summarise"]
@@ -137,24 +137,23 @@ async def _run(url: str, keys: dict[str, str], model: str, prompts: list[dict[st
     clients = {name: openai.AsyncOpenAI(base_url=base_url, api_key=key, max_retries=3, timeout=300)
                for name, key in keys.items()}
     slots = asyncio.Semaphore(CONCURRENCY)
-    jobs: list[tuple[dict[str, Any], str, Any]] = []
+
+    def job(item: dict[str, Any], policy: str, call: Callable[[], Awaitable[dict[str, Any]]]) -> Any:
+        async def run() -> None:
+            async with slots:
+                item[policy] = await call()
+        return run
+
+    jobs = []
     for p in prompts:
-        jobs += [(p, "block", lambda p=p: _prompt_call(clients["block"], model, p)),
-                 (p, "annotate", lambda p=p: _prompt_call(clients["annotate"], model, p))]
+        jobs += [job(p, "block", lambda p=p: _prompt_call(clients["block"], model, p)),
+                 job(p, "annotate", lambda p=p: _prompt_call(clients["annotate"], model, p))]
     for ln in lines:
-        jobs += [(ln, "stop", lambda ln=ln: _repeat_call(clients["stop"], model, ln["line"])),
-                 (ln, "annotate", lambda ln=ln: _repeat_call(clients["annotate"], model, ln["line"]))]
-    bar = tqdm(total=len(jobs), desc="gates", unit="req")
-
-    async def one(item: dict[str, Any], policy: str, call: Any) -> None:
-        async with slots:
-            item[policy] = await call()
-        bar.update()
-
+        jobs += [job(ln, "stop", lambda ln=ln: _repeat_call(clients["stop"], model, ln["line"])),
+                 job(ln, "annotate", lambda ln=ln: _repeat_call(clients["annotate"], model, ln["line"]))]
     try:
-        await asyncio.gather(*(one(*job) for job in jobs))
+        await gather_with_progress(jobs, "gates")
     finally:
-        bar.close()
         for c in clients.values():
             await c.close()
 

@@ -8,12 +8,11 @@ from pathlib import Path
 
 import httpx
 
-from bench.load import main
+from bench.load import _metric, main
 
 
-def _gauge(url: str, name: str) -> float:
-    line = next(x for x in httpx.get(f"{url}/metrics", timeout=30).text.splitlines() if x.startswith(name + " "))
-    return float(line.rsplit(" ", 1)[1])
+def _gauge(url: str, name: str) -> float | None:
+    return _metric(httpx.get(f"{url}/metrics", timeout=30).text, name)
 
 
 def test_a_tiny_load_run_reports_every_phase(gateway_url: str, tmp_path: Path) -> None:
