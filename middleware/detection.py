@@ -177,7 +177,9 @@ class ToxicityDetector:
 
     def feature_acts(self, stream: torch.Tensor) -> torch.Tensor:
         """(n, d) -> (n, m) activations of the detector's features (negative ones count as 0)."""
-        return self.sae.encode_features(stream, self.index.to(self.sae.device)).float().clamp_min(0)
+        if self.index.device != self.sae.device:
+            self.index = self.index.to(self.sae.device)  # once: a copy per step would make the host wait
+        return self.sae.encode_features(stream, self.index).float().clamp_min(0)
 
     def text_score(self, stream: torch.Tensor) -> float:
         """(n, d) counted tokens of one text -> its score."""

@@ -27,11 +27,23 @@ __all__ = [
     "ResidualMiddleware",
     "load_middleware",
     "route_side_outputs",
+    "to_device",
     "REQUEST_ARGS_KEY",
 ]
 
 # Per-request middleware arguments travel in SamplingParams.extra_args under this key.
 REQUEST_ARGS_KEY = "steergate"
+
+
+def to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """`t` on `device`. From the host to a GPU the copy goes through pinned memory and does not
+    block: a plain copy of a host tensor makes the host wait for the GPU's queue, which a step
+    inside the forward pass must not do (the rest of the forward would be launched late)."""
+    if t.device == device:
+        return t
+    if device.type == "cuda" and t.device.type == "cpu":
+        t = t.pin_memory()
+    return t.to(device, non_blocking=t.is_pinned())
 
 
 @dataclass(frozen=True)
@@ -62,6 +74,15 @@ class BatchLayout:
             out.append((start, start + n))
             start += n
         return out
+
+    def to(self, device: torch.device) -> BatchLayout:
+        """The same layout with its tensors on `device` (itself when they are already there)."""
+        if self.token_request.device == device:
+            return self
+        return BatchLayout(self.request_ids, self.request_args, self.prompt_lens,
+                           to_device(self.token_request, device), to_device(self.positions, device),
+                           to_device(self.is_prompt, device),
+                           None if self.token_ids is None else to_device(self.token_ids, device))
 
     @staticmethod
     def from_spans(
@@ -183,14 +204,15 @@ def route_side_outputs(
     routed: dict[str, dict[str, list[Any]]] = {}
     if not side_outputs:
         return routed
+    # One host copy per tensor, then list slices: a .tolist() per request would be R x outputs
+    # device->host waits per step on a GPU, and as many Python calls on a CPU.
+    positions, is_prompt = layout.positions.tolist(), layout.is_prompt.tolist()
+    values = {name: v.tolist() for name, v in side_outputs.items()}
     for r, (s, e) in enumerate(layout.spans()):
         if e == s:
             continue
-        rec: dict[str, list[Any]] = {
-            "positions": layout.positions[s:e].tolist(),
-            "is_prompt": layout.is_prompt[s:e].tolist(),
-        }
-        for name, values in side_outputs.items():
-            rec[name] = values[s:e].tolist()
+        rec: dict[str, list[Any]] = {"positions": positions[s:e], "is_prompt": is_prompt[s:e]}
+        for name, v in values.items():
+            rec[name] = v[s:e]
         routed[layout.request_ids[r]] = rec
     return routed

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 
 import torch
 
+from middleware.hooks import to_device
 from middleware.sae import SAE
 from middleware.steering_names import MODES, Mode
 
@@ -204,7 +205,8 @@ class PlanBatch:
         """
         n_rows, d_in, device, dtype = len(plans), sae.cfg.d_in, sae.device, sae.dtype
         token_rows = torch.as_tensor(token_rows, dtype=torch.long)
-        if token_rows.numel() and int(token_rows.max()) >= n_rows:
+        # Checked on the host only: reading a device tensor's max back would make the host wait.
+        if token_rows.device.type == "cpu" and token_rows.numel() and int(token_rows.max()) >= n_rows:
             raise ValueError(f"token_rows refers to request {int(token_rows.max())}, but got {n_rows} plans")
         live = [(i, p) for i, p in enumerate(plans) if p is not None and not p.is_empty]
         for _, p in live:
@@ -237,14 +239,14 @@ class PlanBatch:
             if vector is not None and p.vector is not None:
                 vector[i] = p.vector
         return cls(
-            features=features.to(device),
-            const=const.to(device, dtype),
-            act_coef=act_coef.to(device, dtype),
-            vector=None if vector is None else vector.to(device, dtype),
-            gate_thresholds=gate_thresholds.to(device, dtype),
-            gated=gated.to(device),
-            enabled=enabled.to(device),
-            rows=torch.where(token_rows < 0, n_rows, token_rows).to(device),
+            features=to_device(features, device),
+            const=to_device(const.to(dtype), device),
+            act_coef=to_device(act_coef.to(dtype), device),
+            vector=None if vector is None else to_device(vector.to(dtype), device),
+            gate_thresholds=to_device(gate_thresholds.to(dtype), device),
+            gated=to_device(gated, device),
+            enabled=to_device(enabled, device),
+            rows=to_device(torch.where(token_rows < 0, n_rows, token_rows), device),
             needs_activations=bool(act_coef.any()) or bool(gated.any()),
         )
 

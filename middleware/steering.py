@@ -29,7 +29,7 @@ from typing import Any
 
 import torch
 
-from middleware.hooks import BatchLayout, HookResult, ResidualMiddleware
+from middleware.hooks import BatchLayout, HookResult, ResidualMiddleware, to_device
 from middleware.interventions import PlanBatch, SteeringPlan, apply_steering
 from middleware.sae import SAE, load_sae, load_sae_config
 from middleware.tiers import (
@@ -193,7 +193,7 @@ class SAESteeringMiddleware(ResidualMiddleware):
         if self._last_batch is not None and self._last_batch[0] == keys:
             batch = self._last_batch[1]
             n_rows = len(resolved)
-            rows = torch.where(token_request < 0, n_rows, token_request).to(self.sae.device)  # (T,)
+            rows = to_device(torch.where(token_request < 0, n_rows, token_request), self.sae.device)  # (T,)
             return dataclasses.replace(batch, rows=rows)
         batch = PlanBatch.from_plans([plan for _, plan, _ in resolved], token_request, self.sae)
         self._last_batch = (keys, batch)
@@ -205,8 +205,8 @@ class SAESteeringMiddleware(ResidualMiddleware):
         rows (T,) in [0, R], R for padding (masked anyway by the plan batch).
         """
         device = rows.device
-        code = torch.tensor([*codes, _GENERATED], dtype=torch.long, device=device)[rows]  # (T,)
-        is_prompt = layout.is_prompt.to(device)  # (T,)
+        code = to_device(torch.tensor([*codes, _GENERATED], dtype=torch.long), device)[rows]  # (T,)
+        is_prompt = to_device(layout.is_prompt, device)  # (T,)
         mask = (code == _BOTH) | ((code == _PROMPT) & is_prompt) | ((code == _GENERATED) & ~is_prompt)
         return mask & ~self._skipped(layout, device)
 
@@ -215,7 +215,9 @@ class SAESteeringMiddleware(ResidualMiddleware):
         token_ids = layout.token_ids  # (T,) long, None when the caller could not provide them
         if token_ids is None or not self.skip_token_ids.numel():
             return torch.zeros(layout.num_tokens, dtype=torch.bool, device=device)
-        return torch.isin(token_ids.to(device), self.skip_token_ids.to(device))
+        if self.skip_token_ids.device != device:
+            self.skip_token_ids = self.skip_token_ids.to(device)  # once
+        return torch.isin(to_device(token_ids, device), self.skip_token_ids)
 
     @classmethod
     def annotate(

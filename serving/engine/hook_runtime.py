@@ -90,7 +90,8 @@ class HookRuntime:
     def __init__(self, middleware: dict[int, list[ResidualMiddleware]], sender: SideChannelSender | None):
         self.middleware = middleware
         self.sender = sender
-        self.layout: BatchLayout | None = None
+        self.layout: BatchLayout | None = None  # host tensors: routing reads them without a device wait
+        self._device_layout: BatchLayout | None = None  # the same on the stream's device, once per step
         self._rids: dict[str, str] = {}  # engine request id -> steergate request id, this step
         # steergate request id -> engine request id -> token records of this step
         self._pending: dict[str, dict[str, dict[str, list[Any]]]] = {}
@@ -130,11 +131,12 @@ class HookRuntime:
             start_positions=computed,
             prompt_lens=[s.num_prompt_tokens for s in states],
             request_args=args,
-            token_ids=None if input_ids is None else input_ids[: qsl[-1]].to("cpu", torch.long),
+            # Left on the engine's device: on a GPU, a host copy would wait for the previous step.
+            token_ids=None if input_ids is None else input_ids[: qsl[-1]].long(),
         )
 
     def end_step(self) -> None:
-        self.layout = None
+        self.layout = self._device_layout = None
         if self._pending and self.sender is not None:
             self.sender.send(self._pending)
         self._pending = {}
@@ -145,9 +147,11 @@ class HookRuntime:
             return hidden.clone()
         n = layout.num_tokens  # hidden may carry padding rows past n
         stream = hidden[:n] + residual[:n]  # (n, d_model)
+        if self._device_layout is None or self._device_layout.token_request.device != hidden.device:
+            self._device_layout = layout.to(hidden.device)  # one copy per step, not one per use
         edited = stream
         for mw in self.middleware.get(layer, []):
-            result = mw(edited, layout)
+            result = mw(edited, self._device_layout)
             if result.stream is not None:
                 edited = result.stream
             for req_id, rec in route_side_outputs(layout, result.side_outputs).items():
