@@ -24,6 +24,7 @@ import collections
 import statistics
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -63,7 +64,7 @@ def one_step(runtime: HookRuntime, layout: BatchLayout, hidden: torch.Tensor, re
     return out
 
 
-def host_waits(fn) -> collections.Counter[str]:
+def host_waits(fn: Callable[[], object]) -> collections.Counter[str]:
     """The device->host waits `fn` makes on CUDA, by the line of ours (or torch's) that made them."""
     torch.cuda.synchronize()
     with warnings.catch_warnings(record=True) as caught:
@@ -73,6 +74,7 @@ def host_waits(fn) -> collections.Counter[str]:
             fn()
         finally:
             torch.cuda.set_sync_debug_mode("default")
+
     def where(w: warnings.WarningMessage) -> str:
         path = Path(w.filename)
         return f"{path.relative_to(REPO) if path.is_relative_to(REPO) else path}:{w.lineno}"
