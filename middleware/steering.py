@@ -112,7 +112,8 @@ class SAESteeringMiddleware(ResidualMiddleware):
             )
         self.steer_positions = steer_positions
         self.max_interventions = int(max_interventions)
-        self.skip_token_ids = torch.tensor(sorted(set(skip_token_ids or [])), dtype=torch.long)  # (k,)
+        skip = sorted(set(skip_token_ids or []))
+        self.skip_token_ids = torch.tensor(skip, dtype=torch.long, device=self.sae.device)  # (k,)
         self._tiers: dict[str, _Resolved] = {}
         for name, raw in tiers.items():
             preset = parse_preset(name, raw)
@@ -143,9 +144,11 @@ class SAESteeringMiddleware(ResidualMiddleware):
         return HookResult(edited, {STEERED: changed.to(torch.float32)})
 
     def _ensure_device(self, device: torch.device) -> None:
-        """Move the SAE to the stream's device; the cached PlanBatch lives on the old one."""
+        """Move the SAE and the skip ids to the stream's device, once (a copy per step would make a
+        GPU's host wait); the cached PlanBatch lives on the old one."""
         if self.sae.device != device:
             self.sae.to(device)
+            self.skip_token_ids = self.skip_token_ids.to(device)
             self._last_batch = None
 
     def _resolve(self, args: Any) -> _Resolved:
@@ -215,8 +218,6 @@ class SAESteeringMiddleware(ResidualMiddleware):
         token_ids = layout.token_ids  # (T,) long, None when the caller could not provide them
         if token_ids is None or not self.skip_token_ids.numel():
             return torch.zeros(layout.num_tokens, dtype=torch.bool, device=device)
-        if self.skip_token_ids.device != device:
-            self.skip_token_ids = self.skip_token_ids.to(device)  # once
         return torch.isin(to_device(token_ids, device), self.skip_token_ids)
 
     @classmethod

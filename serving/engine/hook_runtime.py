@@ -147,7 +147,7 @@ class HookRuntime:
             return hidden.clone()
         n = layout.num_tokens  # hidden may carry padding rows past n
         stream = hidden[:n] + residual[:n]  # (n, d_model)
-        if self._device_layout is None or self._device_layout.token_request.device != hidden.device:
+        if self._device_layout is None:  # the first hooked layer of the step
             self._device_layout = layout.to(hidden.device)  # one copy per step, not one per use
         edited = stream
         for mw in self.middleware.get(layer, []):
