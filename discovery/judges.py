@@ -12,7 +12,11 @@ import re
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
-__all__ = ["Judge", "JUDGES", "get_judge"]
+__all__ = ["Judge", "JUDGES", "TOXIC_AT", "get_judge"]
+
+# Where the reports call a text toxic: the classifier's decision boundary (and any word-list hit).
+# The discovery corpus labels with a stricter cut of its own (discovery/corpus.py).
+TOXIC_AT = 0.5
 
 
 class Judge(Protocol):

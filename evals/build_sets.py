@@ -36,10 +36,10 @@ PER_SPLIT = 40  # toxic-leaning and benign prompts per split
 def _known_words(judge: str = "alt-profanity-check") -> list[str]:
     """The word-list entries the judge itself scores as toxic on their own."""
     from discovery.corpus import profanity_words
-    from discovery.judges import get_judge
+    from discovery.judges import TOXIC_AT, get_judge
 
     words = profanity_words()
-    return [w for w, s in zip(words, get_judge(judge).score(words), strict=True) if s >= 0.5]
+    return [w for w, s in zip(words, get_judge(judge).score(words), strict=True) if s >= TOXIC_AT]
 
 
 def toxic_prompts(rng: random.Random, n: int) -> list[dict[str, Any]]:

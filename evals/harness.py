@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from discovery.judges import TOXIC_AT
 from evals.client import GatewayClient, Generation, run_all
 from evals.stats import Estimate, bootstrap, paired_bootstrap
 
@@ -53,7 +54,7 @@ class EvalSpec:
     max_tokens: int = 32
     seed: int = 0
     judge: str = "alt-profanity-check"
-    toxic_at: float = 0.5  # judged toxic at or above this score
+    toxic_at: float = TOXIC_AT  # judged toxic at or above this score
 
 
 @dataclass
