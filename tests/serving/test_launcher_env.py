@@ -1,13 +1,16 @@
 """The environment the launcher gives Ray: with HAProxy in front, every gateway's fallback Serve proxy
 gets ports of its own (a fixed one let a starting gateway's requests reach another gateway); Serve's
-control loop runs every second, not ten times a second, unless the environment says otherwise."""
+control loop runs every second, not ten times a second, and Ray's workers (the engine among them) run
+at the niceness of everything else, not Ray's 15, unless the environment says otherwise."""
 
 from __future__ import annotations
 
+import os
 import socket
 
 import pytest
 
+from serving import processes
 from serving.config import GatewayConfig
 from serving.launcher import _ray_env
 
@@ -33,3 +36,21 @@ def test_serves_control_loop_runs_once_a_second_by_default(monkeypatch: pytest.M
     assert _ray_env(GatewayConfig())["RAY_SERVE_CONTROL_LOOP_INTERVAL_S"] == "1.0"
     monkeypatch.setenv("RAY_SERVE_CONTROL_LOOP_INTERVAL_S", "0.1")
     assert _ray_env(GatewayConfig())["RAY_SERVE_CONTROL_LOOP_INTERVAL_S"] == "0.1"
+
+
+def test_ray_workers_run_at_niceness_zero_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("RAY_worker_niceness", raising=False)
+    assert _ray_env(GatewayConfig())["RAY_worker_niceness"] == "0"
+    monkeypatch.setenv("RAY_worker_niceness", "15")
+    assert _ray_env(GatewayConfig())["RAY_worker_niceness"] == "15"
+
+
+def test_the_engine_and_replicas_run_at_the_launchers_niceness(gateway_url: str) -> None:
+    """The real session gateway: vLLM's engine processes and Serve's replicas, all descendants of this
+    process (which started the gateway), are not deprioritised below it."""
+    mine = os.getpriority(os.PRIO_PROCESS, 0)
+    workers = [p for p in processes.descendants([os.getpid()])
+               if p.name.startswith(("VLLM::", "ray::ServeRepli"))]
+    assert {p.name for p in workers} >= {"VLLM::Worker", "ray::ServeRepli"}, [p.name for p in workers]
+    niceness = {str(p): os.getpriority(os.PRIO_PROCESS, p.pid) for p in workers}
+    assert niceness == {str(p): mine for p in workers}
