@@ -66,7 +66,8 @@ CANDIDATES: list[TierRecipe] = [
     # Fourth round: strong between -1.5x (-43%, +12%) and -2x (-59%, +30%) behind 1x gates, and
     # between their gates; light as a hard clamp behind the top 10's 3x gates, which no benign
     # greedy answer opened at -0.5x (0% changed).
-    *(TierRecipe("clamp", strength=s, gate=g, top_k=20) for s, g in ((-1.75, 1.0), (-1.75, 1.5), (-2.0, 1.5))),
+    *(TierRecipe("clamp", strength=s, gate=g, top_k=20)
+      for s, g in ((-1.75, 1.0), (-1.75, 1.5), (-2.0, 1.5))),
     *(TierRecipe("clamp", strength=s, gate=3.0, top_k=10) for s in (-3.0, -4.0)),
 ]
 
