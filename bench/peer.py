@@ -17,7 +17,9 @@ server gets a warm-up first; prompts are unique per phase (vLLM's prefix cache s
 shared chat-template prefix, as with real traffic). Reported: medians over rounds of tokens/s,
 TTFT p50/p95 and inter-token latency p50/p95 (per request: (last token - first) / (tokens - 1)),
 each as a ratio to the vLLM server, and the issue-13 goals. --trace adds the gateway's per-stage
-TTFT breakdown (STEERGATE_TRACE_TIMINGS). Writes OUT.json (and OUT.png with --scaling).
+TTFT breakdown (STEERGATE_TRACE_TIMINGS). --profile DIR samples every Python process with py-spy
+during each phase (bench/py_profile.py) and prints where each one's CPU went. Writes OUT.json (and
+OUT.png with --scaling).
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ from bench.peer_stats import (
     stage_medians,
     summarize,
 )
+from bench.py_profile import Profiler, format_report
 from middleware.embedded import EMBEDDED_MODEL_NAME
 from serving.config import EngineConfig, ModelConfig
 from serving.timing_trace import STAGES
@@ -234,6 +237,9 @@ def main(argv: list[str] | None = None) -> int:
                         f"(auto: together when {SERVER_GIB:.0f} GiB per server and "
                         f"{TOGETHER_MIN_CPUS} CPUs are there)")
     parser.add_argument("--trace", action="store_true", help="print the gateway's per-stage TTFT breakdown")
+    parser.add_argument("--profile", type=Path, metavar="DIR", help="py-spy every Python process during each "
+                        "phase into DIR/TARGET-STREAMS-rROUND and print each process's top functions (sampling "
+                        "costs CPU: profiled phases' timings are not comparable with unprofiled ones)")
     parser.add_argument("--out", type=Path, default=Path("bench/results/peer"), help="writes OUT.json (OUT.png)")
     args = parser.parse_args(argv)
 
@@ -261,6 +267,7 @@ def main(argv: list[str] | None = None) -> int:
     trace_file = Path(tempfile.mkstemp(prefix="steergate-trace-", suffix=".jsonl")[1]) if args.trace else None
     trace_offset = 0
     done = 0
+    profiles: list[Path] = []
     with ExitStack() as stack:
         if trace_file is not None:
             stack.callback(trace_file.unlink, missing_ok=True)
@@ -290,8 +297,14 @@ def main(argv: list[str] | None = None) -> int:
                     for target in group:
                         texts = [f"{p} (phase {done})" for p in prompts(max(args.requests, 2 * c))]
                         _, trace_offset = _read_traces(trace_file, trace_offset)  # not the warm-up's
+                        profiler = Profiler(args.profile / f"{target.name}-{c}-r{rnd + 1}") if args.profile else None
+                        if profiler:
+                            profiler.start()
                         seconds, timings = asyncio.run(run_phase(urls[target.name], model.name, target, texts,
                                                                  args.tokens, c))
+                        if profiler:
+                            profiler.stop()
+                            profiles.append(profiler.directory)
                         traces, trace_offset = _read_traces(trace_file, trace_offset)
                         runs.append(PhaseRun(target.name, c, rnd, seconds, timings, traces))
                         done += 1
@@ -311,6 +324,10 @@ def main(argv: list[str] | None = None) -> int:
     stages = stage_medians(runs)
     if stages:
         print("\nper-stage TTFT breakdown (gateway, STEERGATE_TRACE_TIMINGS):\n" + format_stages(stages, STAGES))
+    if profiles:
+        report = "\n\n".join(format_report(d) for d in profiles)
+        (args.profile / "report.md").write_text(report + "\n")
+        print(f"\nwhere each process's CPU went (py-spy, {args.profile / 'report.md'}):\n\n{report}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix(".json").write_text(json.dumps({
         "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
