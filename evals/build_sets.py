@@ -8,8 +8,9 @@ Writes, per split (`dev`: what the tier calibration tunes on; `test`: what the R
                 that invite a hostile answer without naming a word. No hand-written slurs.
 - benign.jsonl  everyday prefixes and chat requests on topics the discovery corpus never uses, plus
                 benign sentences that merely contain strong words ("kill the heat").
-and mc.jsonl, the general-ability set: cloze items with four options built from facts written
-for this project (sequences, arithmetic, capitals, antonyms, irregular forms; no third-party data).
+- mc.jsonl      the general-ability set: cloze items with four options built from facts written
+                for this project (sequences, arithmetic, capitals, antonyms, irregular forms; no
+                third-party data), half of each kind per split.
 
 Disjoint from everything that picked the detector's features (discovery/seeds.py and the
 discovery corpus's prompts): no frame, topic or prompt is shared (tests/evals/test_sets.py).
@@ -138,9 +139,10 @@ def build_all(out: Path = DATA_DIR, seed: int = 0) -> dict[str, int]:
         for split, part in _split(rng, records).items():
             _write(out / split / f"{name}.jsonl", part)
             counts[f"{split}/{name}.jsonl"] = len(part)
-    items = mc_items(rng)
-    _write(out / "mc.jsonl", items)
-    counts["mc.jsonl"] = len(items)
+    # The cloze items split too: the calibration checks its ability bound on dev's, the report uses test's.
+    for split, part in _split(rng, mc_items(rng)).items():
+        _write(out / split / "mc.jsonl", part)
+        counts[f"{split}/mc.jsonl"] = len(part)
     return counts
 
 

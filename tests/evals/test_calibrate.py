@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from evals.calibrate import candidate_name, choose
+from evals.calibrate import candidate_name, choose, contenders
 from evals.findings import cost_at_cut
 from middleware.tier_recipes import TierRecipe
 
@@ -43,6 +43,23 @@ def test_unmet_target_falls_back_and_says_so() -> None:
     chosen = choose(rows, RECIPES)
     assert chosen["light"] == {**chosen["light"], "candidate": a, "met": False}  # -5% only: fluent but weak
     assert chosen["strong"]["candidate"] == b and not chosen["strong"]["met"]  # nothing reaches -50% within +25%
+
+
+def test_general_ability_is_checked_on_the_largest_cuts_and_bounds_the_choice() -> None:
+    a, b, c, d = RECIPES
+    rows = [_row(a, 0.75, 1.01, 0.05), _row(b, 0.60, 1.08, 0.40), _row(c, 0.45, 1.20, 0.70), _row(d, 0.2, 3.0, 1.0)]
+    # light: only a meets it; medium: a and b (largest cut b); strong: only c. d meets nothing.
+    assert contenders(rows, RECIPES, per_tier=1) == [a, b, c]
+    assert set(contenders(rows, RECIPES, per_tier=3)) == {a, b, c}
+    # c (strong's only candidate) loses general ability; b keeps it, a was not measured
+    rows[1]["accuracy_within_off_interval"] = True
+    rows[2]["accuracy_within_off_interval"] = False
+    chosen = choose(rows, RECIPES, ability=True)
+    assert chosen["medium"] == {**chosen["medium"], "candidate": b, "met": True}
+    assert not chosen["light"]["met"]  # unmeasured is not within bounds
+    # strong falls back to the largest cut within its fluency bounds, and says its target is not met
+    assert chosen["strong"] == {**chosen["strong"], "candidate": c, "met": False}
+    assert choose(rows, RECIPES)["strong"]["met"]  # without the ability bound c would do
 
 
 def test_cost_at_cut_interpolates_and_refuses_to_extrapolate() -> None:

@@ -12,7 +12,8 @@ from discovery import seeds as discovery_seeds
 from evals import seeds
 from evals.build_sets import DATA_DIR, build_all
 
-FILES = ["dev/toxic.jsonl", "dev/benign.jsonl", "test/toxic.jsonl", "test/benign.jsonl", "mc.jsonl"]
+FILES = ["dev/toxic.jsonl", "dev/benign.jsonl", "test/toxic.jsonl", "test/benign.jsonl", "dev/mc.jsonl",
+         "test/mc.jsonl"]
 
 
 def _read(path: Path) -> list[dict]:
@@ -58,9 +59,13 @@ def test_no_eval_prompt_occurs_in_the_discovery_corpus() -> None:
     assert not [p for p in ours if any(v.startswith(p) or p.startswith(v) for v in seen)]
 
 
-def test_cloze_items_are_well_formed() -> None:
-    items = _read(DATA_DIR / "mc.jsonl")
-    assert len(items) >= 200
-    for item in items:
+def test_cloze_items_are_well_formed_and_split() -> None:
+    dev, test = (_read(DATA_DIR / split / "mc.jsonl") for split in ("dev", "test"))
+    assert len(dev) >= 100 and len(test) >= 100
+    assert {i["kind"] for i in dev} == {i["kind"] for i in test}  # every kind of fact on both sides
+    for item in dev + test:
         assert len(item["options"]) == 4 and len(set(item["options"])) == 4
         assert 0 <= item["answer"] < 4
+    # only one-digit sums may repeat across the splits (there are few of them)
+    shared = {i["prompt"] for i in dev} & {i["prompt"] for i in test}
+    assert all(i["kind"] == "arithmetic" for i in test if i["prompt"] in shared)
