@@ -70,13 +70,15 @@ class Profiler:
         self.pids = pids  # None: every Python process
         self.running: list[subprocess.Popen[bytes]] = []
         self.started = 0.0
-        self.cpu: dict[str, float] = {}  # pid -> CPU seconds at start
+        self.cpu: dict[str, float] = {}  # pid -> CPU seconds at start, every process
+        self.profiled: set[str] = set()
 
     def start(self) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
         for pid, label in python_processes().items():
             if self.pids is not None and pid not in self.pids:
                 continue
+            self.profiled.add(str(pid))
             name = f"{label.replace('/', '_').replace(':', '_')}.{pid}.txt"
             self.running.append(subprocess.Popen(
                 [str(PY_SPY), "record", "--pid", str(pid), "--rate", str(self.rate), "--nonblocking",
@@ -87,7 +89,15 @@ class Profiler:
 
     def stop(self) -> None:
         seconds = time.monotonic() - self.started
-        used = {pid: cpu - self.cpu[pid] for pid, (_, cpu, _) in snapshot().items() if pid in self.cpu}
+        now = snapshot()
+        used = {pid: cpu - self.cpu[pid] for pid, (_, cpu, _) in now.items() if pid in self.cpu}
+        # What the profile cannot see, so the machine's budget adds up: py-spy itself, and the
+        # processes it does not sample (Ray's C++ daemons, HAProxy, ...), by program name.
+        spies = {str(p.pid) for p in self.running}
+        others: Counter[str] = Counter()
+        for pid, s in used.items():
+            if pid not in self.profiled:
+                others["py-spy (the profiler)" if pid in spies else Path(now[pid][0].split(" ")[0]).name] += s
         for p in self.running:  # py-spy writes its file on SIGINT
             p.send_signal(signal.SIGINT)
         for p in self.running:
@@ -97,7 +107,9 @@ class Profiler:
                 p.kill()
         self.running = []
         (self.directory / "seconds").write_text(f"{seconds:.2f} {self.rate}\n")
-        (self.directory / "cpu").write_text("".join(f"{pid} {s:.2f}\n" for pid, s in used.items()))
+        (self.directory / "cpu").write_text("".join(f"{pid} {s:.2f}\n" for pid, s in used.items()
+                                                    if pid in self.profiled))
+        (self.directory / "others").write_text("".join(f"{s:.2f} {name}\n" for name, s in others.most_common()))
 
 
 @dataclass
@@ -166,6 +178,12 @@ def format_report(directory: Path, top: int = 6, min_share: float = 0.01) -> str
         ours = [(f, n) for f, n in p.within.most_common() if _ours(f)][:3]
         mine = "; ".join(f"`{f}` {n / p.samples:.0%}" for f, n in ours) or "none"
         lines.append(f"| `{p.label}` | {p.share(seconds):.1%} | {tops} | {mine} |")
+    others = [line.split(" ", 1) for line in directory.joinpath("others").read_text().splitlines()]
+    profiled = [float(line.split()[1]) for line in directory.joinpath("cpu").read_text().splitlines()]
+    total = sum(profiled) + sum(float(s) for s, _ in others)
+    shown = [f"{name} {float(s) / seconds:.1%}" for s, name in others if float(s) / seconds >= min_share]
+    lines += ["", f"Not sampled: {'; '.join(shown) or 'nothing over the threshold'}. All processes: "
+              f"{total / seconds:.0%} of one core ({os.cpu_count()} cores here)."]
     return "\n".join(lines)
 
 

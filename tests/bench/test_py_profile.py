@@ -37,6 +37,7 @@ def test_profiles_a_busy_process(tmp_path: Path) -> None:
     assert busy.within["<module> (busy_worker.py)"] == busy.samples
     report = format_report(tmp_path / "phase")
     assert "`busy_worker.py`" in report and "spin_here" in report
+    assert "py-spy (the profiler)" in (tmp_path / "phase" / "others").read_text()  # its own cost is counted
 
 
 def test_labels_name_ray_and_vllm_processes() -> None:
