@@ -29,7 +29,7 @@ from bench.cpu_by_process import snapshot
 
 __all__ = ["Profiler", "ProcessProfile", "format_report", "load_profiles", "python_processes"]
 
-RATE = 25  # samples per second per process: ~15 processes on 2 cores, so keep py-spy's own share small
+RATE = 10  # samples per second per process: ~15 processes on 2 cores, so keep py-spy's own share small
 PY_SPY = Path(sys.executable).with_name("py-spy")
 OUR_PACKAGES = ("serving/", "middleware/", "policies/")
 
