@@ -67,3 +67,10 @@ def test_cost_at_cut_interpolates_and_refuses_to_extrapolate() -> None:
     assert cost_at_cut(rows, 0.25) == pytest.approx(1.06)  # halfway between cuts 0.1 and 0.4
     assert cost_at_cut(rows, 0.5) == pytest.approx(1.30)
     assert math.isnan(cost_at_cut(rows, 0.7))
+
+
+def test_calibrate_refuses_an_unknown_candidate_before_starting_anything() -> None:
+    from serving.cli import main
+
+    with pytest.raises(SystemExit, match=r"unknown candidate\(s\) \['clamp-9@g9/k9'\]"):
+        main(["calibrate", "--candidates", "clamp-1.5@g2/k20,clamp-9@g9/k9", "--url", "http://127.0.0.1:9"])
