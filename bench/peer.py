@@ -237,9 +237,9 @@ def main(argv: list[str] | None = None) -> int:
                         f"(auto: together when {SERVER_GIB:.0f} GiB per server and "
                         f"{TOGETHER_MIN_CPUS} CPUs are there)")
     parser.add_argument("--trace", action="store_true", help="print the gateway's per-stage TTFT breakdown")
-    parser.add_argument("--profile", type=Path, metavar="DIR", help="py-spy every Python process during each "
-                        "phase into DIR/TARGET-STREAMS-rROUND and print each process's top functions (sampling "
-                        "costs CPU: profiled phases' timings are not comparable with unprofiled ones)")
+    parser.add_argument("--profile", type=Path, metavar="DIR", help="py-spy every Python process during "
+                        "each phase into DIR/TARGET-STREAMS-rROUND and print each process's top functions "
+                        "(sampling costs CPU: profiled phases' timings do not compare with unprofiled ones)")
     parser.add_argument("--out", type=Path, default=Path("bench/results/peer"), help="writes OUT.json (OUT.png)")
     args = parser.parse_args(argv)
 
@@ -297,8 +297,9 @@ def main(argv: list[str] | None = None) -> int:
                     for target in group:
                         texts = [f"{p} (phase {done})" for p in prompts(max(args.requests, 2 * c))]
                         _, trace_offset = _read_traces(trace_file, trace_offset)  # not the warm-up's
-                        profiler = Profiler(args.profile / f"{target.name}-{c}-r{rnd + 1}") if args.profile else None
-                        if profiler:
+                        profiler = None
+                        if args.profile:
+                            profiler = Profiler(args.profile / f"{target.name}-{c}-r{rnd + 1}")
                             profiler.start()
                         seconds, timings = asyncio.run(run_phase(urls[target.name], model.name, target, texts,
                                                                  args.tokens, c))

@@ -109,7 +109,8 @@ class Profiler:
         (self.directory / "seconds").write_text(f"{seconds:.2f} {self.rate}\n")
         (self.directory / "cpu").write_text("".join(f"{pid} {s:.2f}\n" for pid, s in used.items()
                                                     if pid in self.profiled))
-        (self.directory / "others").write_text("".join(f"{s:.2f} {name}\n" for name, s in others.most_common()))
+        (self.directory / "others").write_text("".join(f"{s:.2f} {name}\n"
+                                                       for name, s in others.most_common()))
 
 
 @dataclass
@@ -188,7 +189,8 @@ def format_report(directory: Path, top: int = 6, min_share: float = 0.01) -> str
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("directories", type=Path, nargs="+", help="directories bench.peer --profile wrote")
     parser.add_argument("--top", type=int, default=6, help="functions per process")
     args = parser.parse_args(argv)

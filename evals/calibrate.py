@@ -155,7 +155,8 @@ def _calibrate(args: argparse.Namespace) -> int:
         names = [n.strip() for n in args.candidates.split(",") if n.strip()]
         unknown = [n for n in names if n not in candidates]
         if unknown:
-            raise SystemExit(f"steergate calibrate: unknown candidate(s) {unknown}; choose from {list(candidates)}")
+            raise SystemExit(f"steergate calibrate: unknown candidate(s) {unknown}; "
+                             f"choose from {list(candidates)}")
         candidates = {n: candidates[n] for n in names}
     presets = recipe_presets(candidates, fs.features, fs.weights, fs.gate_thresholds, fs.typical_activation)
     measure_ability = not args.no_mc

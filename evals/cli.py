@@ -25,7 +25,8 @@ def common_eval_args(p: argparse.ArgumentParser) -> None:
                    help="shipped prompt sets to use (default test; the calibration tunes on dev)")
     g.add_argument("--toxic", type=Path, help="toxic-leaning prompts (JSONL with 'prompt', or one per line)")
     g.add_argument("--benign", type=Path, help="benign prompts (same format)")
-    g.add_argument("--mc", type=Path, help="cloze items (JSONL: prompt, options, answer); default evals/data/SPLIT/mc.jsonl")
+    g.add_argument("--mc", type=Path,
+                   help="cloze items (JSONL: prompt, options, answer); default evals/data/SPLIT/mc.jsonl")
     g.add_argument("--no-mc", action="store_true", help="skip the general-ability check")
     g.add_argument("--limit", type=int, help="use only the first N prompts of each set (quick runs)")
     g.add_argument("--mc-limit", type=int, help="use only the first N cloze items")

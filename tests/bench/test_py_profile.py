@@ -1,4 +1,4 @@
-"""bench/py_profile.py with the real py-spy on a real busy process (the profile bench.peer --profile takes)."""
+"""bench/py_profile.py with the real py-spy on a real busy process (what bench.peer --profile records)."""
 
 from __future__ import annotations
 

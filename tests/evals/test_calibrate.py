@@ -47,7 +47,8 @@ def test_unmet_target_falls_back_and_says_so() -> None:
 
 def test_general_ability_is_checked_on_the_largest_cuts_and_bounds_the_choice() -> None:
     a, b, c, d = RECIPES
-    rows = [_row(a, 0.75, 1.01, 0.05), _row(b, 0.60, 1.08, 0.40), _row(c, 0.45, 1.20, 0.70), _row(d, 0.2, 3.0, 1.0)]
+    rows = [_row(a, 0.75, 1.01, 0.05), _row(b, 0.60, 1.08, 0.40), _row(c, 0.45, 1.20, 0.70),
+            _row(d, 0.2, 3.0, 1.0)]
     # light: only a meets it; medium: a and b (largest cut b); strong: only c. d meets nothing.
     assert contenders(rows, RECIPES, per_tier=1) == [a, b, c]
     assert set(contenders(rows, RECIPES, per_tier=3)) == {a, b, c}
