@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -130,10 +131,11 @@ def _frame(text: str) -> str:
     """'send (ray/_private/worker.py:123)' -> 'send (ray/_private/worker.py)': one name per function."""
     name, _, where = text.partition(" (")
     path = where.rsplit(":", 1)[0].rstrip(")")
-    for marker in ("site-packages/", "lib/python3", os.getcwd() + "/"):
+    for marker in ("site-packages/", os.getcwd() + "/"):
         if marker in path:
             path = path.split(marker, 1)[1]
             break
+    path = re.sub(r"^.*/lib/python3\.\d+/", "", path)  # the standard library, e.g. asyncio/runners.py
     return f"{name} ({path})" if path else name
 
 
