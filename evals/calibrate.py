@@ -10,7 +10,7 @@ the table keeps the intervals):
     strong  the largest cut at benign perplexity <= +25% (target: a cut >= 50%)
 
 General ability is a bound too (the issue's: accuracy within off's interval), checked on the dev
-cloze items; scoring 500 options per candidate for every candidate would double the run, so it is
+cloze items; scoring ~460 options for every one of the candidates would double the run, so it is
 measured only for each tier's ABILITY_CONTENDERS largest cuts among the candidates that meet its
 other bounds, in a second pass after the first has measured everything else.
 
