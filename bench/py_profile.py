@@ -143,14 +143,20 @@ def _ours(frame: str) -> bool:
     return frame.endswith(".py)") and frame.split(" (", 1)[1].startswith(OUR_PACKAGES)
 
 
+def _cpu_seconds(directory: Path) -> dict[str, float]:
+    """pid -> CPU seconds over the phase, for every process that was profiled."""
+    lines = directory.joinpath("cpu").read_text().splitlines()
+    return {pid: float(s) for pid, s in (line.split() for line in lines)}
+
+
 def load_profiles(directory: Path) -> tuple[list[ProcessProfile], float, int]:
-    """The profiles recorded in `directory`, most samples first; (profiles, seconds, rate)."""
+    """The profiles with samples in `directory`, most CPU first; (profiles, seconds, rate)."""
     seconds, rate = directory.joinpath("seconds").read_text().split()
-    cpu = dict(line.split() for line in directory.joinpath("cpu").read_text().splitlines())
+    cpu = _cpu_seconds(directory)
     profiles = []
     for path in sorted(directory.glob("*.txt")):
         label, pid, _ = path.name.rsplit(".", 2)
-        prof = ProcessProfile(label, float(cpu.get(pid, 0.0)))
+        prof = ProcessProfile(label, cpu.get(pid, 0.0))
         for line in path.read_text().splitlines():
             stack, _, count = line.rpartition(" ")
             if not stack or not count.isdigit():
@@ -182,8 +188,7 @@ def format_report(directory: Path, top: int = 6, min_share: float = 0.01) -> str
         mine = "; ".join(f"`{f}` {n / p.samples:.0%}" for f, n in ours) or "none"
         lines.append(f"| `{p.label}` | {p.share(seconds):.1%} | {tops} | {mine} |")
     others = [line.split(" ", 1) for line in directory.joinpath("others").read_text().splitlines()]
-    profiled = [float(line.split()[1]) for line in directory.joinpath("cpu").read_text().splitlines()]
-    total = sum(profiled) + sum(float(s) for s, _ in others)
+    total = sum(_cpu_seconds(directory).values()) + sum(float(s) for s, _ in others)
     shown = [f"{name} {float(s) / seconds:.1%}" for s, name in others if float(s) / seconds >= min_share]
     lines += ["", f"Not sampled: {'; '.join(shown) or 'nothing over the threshold'}. All processes: "
               f"{total / seconds:.0%} of one core ({os.cpu_count()} cores here)."]

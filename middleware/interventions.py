@@ -244,7 +244,7 @@ class PlanBatch:
         features = to_device(features, device)
         return cls(
             features=features,
-            directions=(sae.decoder_directions(features) if features.numel() else sae.W_dec[:0]).detach(),
+            directions=sae.decoder_directions(features).detach(),  # (0, d_in) for no features
             const=to_device(const.to(dtype), device),
             act_coef=to_device(act_coef.to(dtype), device),
             vector=None if vector is None else to_device(vector.to(dtype), device),
