@@ -129,9 +129,11 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--extra-texts", type=int, default=2000, help="stdlib docstrings added as training text")
     p.set_defaults(func=_train_sae)
 
-    p = sub.add_parser("labels", help="generate the labelled sets (lexical corpus, instructed sets)",
-                       description="Generate (or resume) the lexical corpus and the instructed sets in the work "
-                       "directory and print texts per category and split and the instructed filter's counts; "
+    p = sub.add_parser("labels",
+                       help="generate the labelled sets (lexical corpus, instructed sets, short lines)",
+                       description="Generate (or resume) the lexical corpus, the instructed sets and the "
+                       "short lines in the work directory and print texts per category and split and the "
+                       "instructed filter's counts; "
                        "train-sae and find-features build the same files when they are missing.")
     _corpus_args(p)
     p.set_defaults(func=_labels)

@@ -30,7 +30,7 @@ from discovery.evaluation import scorer_metrics, subset_recall
 from discovery.features import feature_stats, fit_detector, log_max, youden_threshold
 from discovery.instructed import FILTER_RULES, KINDS
 from discovery.judges import JUDGES, get_judge
-from discovery.labelled import VIEWS, DataSpec, build_labelled, chat_view, load_labelled
+from discovery.labelled import CATEGORIES, VIEWS, DataSpec, build_labelled, chat_view, load_labelled
 from discovery.report import write_features_report
 from discovery.scoring import score_texts
 from discovery.splits import HELDOUT
@@ -44,6 +44,9 @@ logger = logging.getLogger(__name__)
 
 FPR_BUDGET = 0.03
 SHORT_WORDS = 6  # "short texts": at most this many words
+# Thresholds a policy may set (detection.prompt_threshold / completion_threshold): the report's
+# frontier says what each buys in recall and costs in false positives on the held-out split.
+FRONTIER_THRESHOLDS = (0.9, 0.7, 0.5, 0.3, 0.2, 0.1, 0.05)
 
 
 @dataclass(frozen=True)
@@ -102,7 +105,7 @@ def _first_word_checks(model: Any, tokenizer: Any, detector: ToxicityDetector, h
     knows, alone ("Word!"), raw vs chat.
     """
     words = {w.lower() for w in profanity_words()}
-    first = np.array([t["set"] == "instructed" and t["label"] == 1 and
+    first = np.array([t["set"] in ("instructed", "short") and t["label"] == 1 and
                       (t["visible"].split() or [""])[0].strip(",.!?:;\"'").lower() in words for t in held])
     views = np.array([t["view"] for t in held])
     out: dict[str, Any] = {"lines": {v: subset_recall(scores, 0.5, first & (views == v)) for v in VIEWS}}
@@ -114,6 +117,14 @@ def _first_word_checks(model: Any, tokenizer: Any, detector: ToxicityDetector, h
     out["single_words"] = {"texts": len(alone), "raw": round(float((raw >= 0.5).mean()), 4) if alone else 0.0,
                            "chat": round(float((chat >= 0.5).mean()), 4) if alone else 0.0}
     return out
+
+
+def _frontier(scores: np.ndarray, categories: np.ndarray) -> list[dict[str, Any]]:
+    """Per policy threshold: the share of each held-out category flagged (recall on the toxic
+    ones, false-positive rate on the benign ones)."""
+    return [{"threshold": t, "flagged": {c: subset_recall(scores, t, categories == c)["flagged"]
+                                         for c in CATEGORIES if (categories == c).any()}}
+            for t in FRONTIER_THRESHOLDS]
 
 
 def run_find_features(job: FindFeaturesJob) -> dict[str, Any]:
@@ -171,6 +182,7 @@ def run_find_features(job: FindFeaturesJob) -> dict[str, Any]:
         "views": {v: {name: scorer_metrics(s[views == v], [t for t, m in zip(held_texts, views == v) if m], 0.5,
                                            job.n_boot, job.seed)["unions"] for name, s in scorers.items()}
                   for v in VIEWS},
+        "frontier": _frontier(det_scores, categories[held]),
         "short": {name: {"toxic": subset_recall(s, 0.5, short & (held_labels == 1)),
                          "benign": subset_recall(s, 0.5, short & (held_labels == 0))}
                   for name, s in scorers.items()},

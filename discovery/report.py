@@ -44,13 +44,22 @@ def _scorer_tables(held: dict[str, Any]) -> list[str]:
 
 def _checks(held: dict[str, Any]) -> list[str]:
     checks = held["checks"]
-    lines = ["## Checks", "", "**Raw vs chat template** (instructed lines only, each scored both ways; AUROC):", "",
+    lines = ["## Checks", "",
+             "**Raw vs chat template** (instructed and short lines, each scored both ways; AUROC):", "",
              "| view | scorer | " + " | ".join(next(iter(next(iter(checks["views"].values())).values()))) + " |",
              "|---|---|" + "---|" * len(next(iter(next(iter(checks["views"].values())).values())))]
     for view, by_scorer in checks["views"].items():
         for name, unions in by_scorer.items():
             lines.append(f"| {view} | {_SCORER_NAMES.get(name, name)} | "
                          + " | ".join(_ci(u["auroc"]) for u in unions.values()) + " |")
+    if "frontier" in checks:  # files written before the frontier existed have none
+        cats = list(checks["frontier"][0]["flagged"])
+        lines += ["", "**Operating points** (a policy's `detection` threshold; the shipped one is 0.5): "
+                  "share of each held-out category the detector flags, recall for the toxic ones, "
+                  "false-positive rate for benign and benign-hard:", "",
+                  "| threshold | " + " | ".join(cats) + " |", "|---|" + "---|" * len(cats)]
+        lines += [f"| {row['threshold']} | " + " | ".join(f"{row['flagged'][c]:.3f}" for c in cats) + " |"
+                  for row in checks["frontier"]]
     lines += ["", "**Short texts** (at most 6 words), share flagged at 0.5:", "",
               "| scorer | toxic texts | recall | benign texts | false-positive rate |", "|---|---|---|---|---|"]
     for name, row in checks["short"].items():
@@ -74,7 +83,8 @@ def _checks(held: dict[str, Any]) -> list[str]:
 def _data(data: dict[str, Any]) -> list[str]:
     d = data["data"]
     lines = ["## Labelled data", "",
-             "Texts per category and split (an instructed line counts twice: raw and in the chat template):", "",
+             "Texts per category and split (an instructed or short line counts twice: raw and in the chat "
+             "template):", "",
              "| category | selection | held-out |", "|---|---|---|"]
     lines += [f"| {c} | {n['selection']} | {n['heldout']} |" for c, n in d["texts"].items()]
     rules = [r for r in next(iter(d["filter"].values())) if r not in ("asked", "kept")]
@@ -99,8 +109,9 @@ def format_features_report(data: dict[str, Any]) -> str:
     lines = [
         f"# Toxicity features for {data['model_name']} (SAE `{data['sae']['id']}`)",
         "",
-        "Written by `steergate find-features`. Labels: the lexical corpus is labelled by the judge "
-        "`alt-profanity-check` (toxic at >= 0.7: category profanity; benign at <= 0.3 with no word of the "
+        "Written by `steergate find-features`. Labels: the lexical corpus and the short lines (templated "
+        "around a word, discovery/short_lines.py) are labelled by the judge `alt-profanity-check` (toxic at "
+        ">= 0.7: category profanity; benign at <= 0.3 with no word of the "
         "better-profanity list); the instructed sets are labelled by the instruction the model was given, after "
         "the filter below. Frames and subjects are split before generation, so no held-out text shares a frame or "
         f"a subject with a selection text. Selection split: {sel['texts']} texts ({sel['toxic']} toxic); held-out "

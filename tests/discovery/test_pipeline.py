@@ -85,5 +85,14 @@ def test_find_features_writes_features_report_and_heldout(trained: tuple[TrainSA
     assert set(data["data"]["filter"]) >= {"insult", "compliment"}
     rows = [json.loads(x) for x in (out.parent / "heldout.jsonl").read_text().splitlines()]
     assert len(rows) == held["texts"] and all(r["label"] in (0, 1) and r["category"] for r in rows)
+    short = [r for r in rows if r["set"] == "short"]  # the templated short lines, both views of each
+    assert {r["view"] for r in short} == {"raw", "chat"} and {r["label"] for r in short} == {0, 1}
+    assert held["checks"]["short"]["detector"]["toxic"]["texts"] > 0
+    frontier = held["checks"]["frontier"]  # lower thresholds flag at least as much of every category
+    thresholds = [row["threshold"] for row in frontier]
+    assert thresholds == sorted(thresholds, reverse=True)
+    for c in ("profanity", "benign"):
+        flagged = [row["flagged"][c] for row in frontier]
+        assert flagged == sorted(flagged) and all(0 <= f <= 1 for f in flagged)
     report = (out.parent / "features_report.md").read_text()
     assert "Held-out split" in report and "Labelled data" in report
