@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from discovery.activations import load_lm
-from discovery.evaluation import scorer_metrics
+from discovery.evaluation import frontier, scorer_metrics
 from discovery.scoring import score_texts
 from middleware.assets import EMBEDDED_HELDOUT
 from middleware.detection import FeatureSet, ToxicityDetector
@@ -43,7 +43,9 @@ def main() -> None:
     scores = score_texts(model, tokenizer, detector, [r["text"] for r in records], progress="scoring")
     metrics = scorer_metrics(np.asarray(scores), records, fs.threshold)
     print(json.dumps({"features": str(args.features), "detector_features": len(fs.features),
-                      "heldout": str(args.heldout), **metrics}, indent=2))
+                      "heldout": str(args.heldout), **metrics,
+                      "frontier": frontier(np.asarray(scores), np.array([r["category"] for r in records]))},
+                     indent=2))
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ from discovery.features import auroc
 from discovery.intervals import group_bootstrap
 from discovery.labelled import CATEGORIES, LEXICAL, NON_LEXICAL, TOXIC_CATEGORIES
 
-__all__ = ["UNIONS", "scorer_metrics", "subset_recall"]
+__all__ = ["FRONTIER_THRESHOLDS", "UNIONS", "frontier", "scorer_metrics", "subset_recall"]
 
 UNIONS: dict[str, tuple[str, ...]] = {"non-lexical": NON_LEXICAL, "lexical": LEXICAL, "all": TOXIC_CATEGORIES}
 
@@ -77,3 +77,18 @@ def subset_recall(scores: np.ndarray, threshold: float, mask: np.ndarray) -> dic
     """Texts in `mask` and the share of them at or above `threshold`."""
     n = int(np.asarray(mask).sum())
     return {"texts": n, "flagged": round(float((np.asarray(scores)[mask] >= threshold).mean()), 4) if n else 0.0}
+
+
+# Thresholds a policy may set (detection.prompt_threshold / completion_threshold): the frontier
+# says what each buys in recall and costs in false positives on a held-out split.
+FRONTIER_THRESHOLDS = (0.9, 0.7, 0.5, 0.3, 0.2, 0.1, 0.05)
+
+
+def frontier(scores: np.ndarray, categories: np.ndarray,
+             thresholds: Sequence[float] = FRONTIER_THRESHOLDS) -> list[dict[str, Any]]:
+    """Per threshold: the share of each category's texts at or above it (recall on the toxic
+    categories, false-positive rate on the benign ones)."""
+    categories = np.asarray(categories)
+    return [{"threshold": t, "flagged": {c: subset_recall(scores, t, categories == c)["flagged"]
+                                         for c in CATEGORIES if (categories == c).any()}}
+            for t in thresholds]

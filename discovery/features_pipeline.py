@@ -26,11 +26,11 @@ import torch
 
 from discovery import seeds
 from discovery.activations import cached_activations, load_lm
-from discovery.evaluation import scorer_metrics, subset_recall
+from discovery.evaluation import frontier, scorer_metrics, subset_recall
 from discovery.features import feature_stats, fit_detector, log_max, youden_threshold
 from discovery.instructed import FILTER_RULES, KINDS
 from discovery.judges import JUDGES, get_judge
-from discovery.labelled import CATEGORIES, VIEWS, DataSpec, build_labelled, chat_view, load_labelled
+from discovery.labelled import VIEWS, DataSpec, build_labelled, chat_view, load_labelled
 from discovery.report import write_features_report
 from discovery.scoring import score_texts
 from discovery.splits import HELDOUT
@@ -44,9 +44,6 @@ logger = logging.getLogger(__name__)
 
 FPR_BUDGET = 0.03
 SHORT_WORDS = 6  # "short texts": at most this many words
-# Thresholds a policy may set (detection.prompt_threshold / completion_threshold): the report's
-# frontier says what each buys in recall and costs in false positives on the held-out split.
-FRONTIER_THRESHOLDS = (0.9, 0.7, 0.5, 0.3, 0.2, 0.1, 0.05)
 
 
 @dataclass(frozen=True)
@@ -119,14 +116,6 @@ def _first_word_checks(model: Any, tokenizer: Any, detector: ToxicityDetector, h
     return out
 
 
-def _frontier(scores: np.ndarray, categories: np.ndarray) -> list[dict[str, Any]]:
-    """Per policy threshold: the share of each held-out category flagged (recall on the toxic
-    ones, false-positive rate on the benign ones)."""
-    return [{"threshold": t, "flagged": {c: subset_recall(scores, t, categories == c)["flagged"]
-                                         for c in CATEGORIES if (categories == c).any()}}
-            for t in FRONTIER_THRESHOLDS]
-
-
 def run_find_features(job: FindFeaturesJob) -> dict[str, Any]:
     started = time.monotonic()
     paths = build_labelled(job.model_dir, job.work_dir, job.data)
@@ -182,7 +171,7 @@ def run_find_features(job: FindFeaturesJob) -> dict[str, Any]:
         "views": {v: {name: scorer_metrics(s[views == v], [t for t, m in zip(held_texts, views == v) if m], 0.5,
                                            job.n_boot, job.seed)["unions"] for name, s in scorers.items()}
                   for v in VIEWS},
-        "frontier": _frontier(det_scores, categories[held]),
+        "frontier": frontier(det_scores, categories[held]),
         "short": {name: {"toxic": subset_recall(s, 0.5, short & (held_labels == 1)),
                          "benign": subset_recall(s, 0.5, short & (held_labels == 0))}
                   for name, s in scorers.items()},

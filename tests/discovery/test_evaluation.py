@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from discovery.evaluation import scorer_metrics
+from discovery.evaluation import frontier, scorer_metrics
 from discovery.features_pipeline import _operating_point
 from discovery.intervals import group_bootstrap
 
@@ -32,6 +32,15 @@ def test_scorer_metrics_per_category_and_union() -> None:
     assert m["categories"]["benign-hard"]["false_positive_rate"][0] == pytest.approx(0.5)
     assert m["unions"]["non-lexical"]["auroc"][0] == 1.0
     assert m["unions"]["lexical"]["auroc"][0] == pytest.approx(30 / 40)  # 0.2 beats 0.1 and 0.05, not 0.6
+
+
+def test_frontier_is_the_share_flagged_per_category_at_each_threshold() -> None:
+    cats = np.array(["profanity"] * 4 + ["benign"] * 4)
+    scores = np.array([0.95, 0.6, 0.25, 0.01, 0.4, 0.08, 0.0, 0.0])
+    rows = frontier(scores, cats, thresholds=(0.9, 0.5, 0.2, 0.05))
+    assert [r["flagged"]["profanity"] for r in rows] == [0.25, 0.5, 0.75, 0.75]
+    assert [r["flagged"]["benign"] for r in rows] == [0.0, 0.0, 0.25, 0.5]
+    assert set(rows[0]["flagged"]) == {"profanity", "benign"}  # only categories present
 
 
 def test_operating_point_keeps_benign_flags_within_budget() -> None:
