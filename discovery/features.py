@@ -99,16 +99,27 @@ def feature_stats(text_max: np.ndarray, labels: np.ndarray) -> list[FeatureStats
 
 def stratified_split(labels: np.ndarray, fraction: float, seed: int,
                      groups: Sequence[str] | None = None) -> np.ndarray:
-    """(N,) bool: True for held-out; the same fraction of each class, seeded. With `groups`,
-    each class's texts of one group go to one side together."""
+    """(N,) bool: True for held-out, seeded. Without `groups`, the same fraction of each class.
+
+    With `groups`, every group goes to one side whole, whatever its labels: groups are taken in a
+    seeded order while a class they contain is below its share. A group that carries both labels
+    (a short line's frame does) must not put its toxic texts on one side and its benign ones on
+    the other, or validation would compare frames instead of labels.
+    """
     rng = np.random.default_rng(seed)
     labels = np.asarray(labels)
-    keys = np.asarray(groups) if groups is not None else np.arange(len(labels)).astype(str)
     held = np.zeros(len(labels), dtype=bool)
-    for value in (0, 1):
-        names = np.unique(keys[labels == value])
-        chosen = rng.permutation(names)[: round(len(names) * fraction)]
-        held[(labels == value) & np.isin(keys, chosen)] = True
+    if groups is None:
+        for value in (0, 1):
+            idx = np.flatnonzero(labels == value)
+            held[rng.permutation(idx)[: round(len(idx) * fraction)]] = True
+        return held
+    keys = np.asarray(groups)
+    target = {v: fraction * (labels == v).sum() for v in (0, 1)}
+    for name in rng.permutation(np.unique(keys)):
+        group = keys == name
+        if any((labels[group] == v).any() and (labels[held] == v).sum() < target[v] for v in (0, 1)):
+            held |= group
     return held
 
 
