@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from discovery.activations import load_lm
-from discovery.evaluation import frontier, scorer_metrics
+from discovery.evaluation import frontier, scorer_metrics, subset_recall
 from discovery.scoring import score_texts
 from middleware.assets import EMBEDDED_HELDOUT
 from middleware.detection import FeatureSet, ToxicityDetector
@@ -41,10 +41,15 @@ def main() -> None:
     records = [json.loads(line) for line in args.heldout.read_text().splitlines()]
     model, tokenizer = load_lm(embedded_model_dir())
     scores = score_texts(model, tokenizer, detector, [r["text"] for r in records], progress="scoring")
-    metrics = scorer_metrics(np.asarray(scores), records, fs.threshold)
+    metrics = scorer_metrics(scores, records, fs.threshold)
+    # Per labelled set (lexical corpus, instructed, short lines): recall and false-positive rate.
+    sets, labels = np.array([r.get("set", "") for r in records]), np.array([r["label"] for r in records])
+    by_set = {name: {"toxic": subset_recall(scores, fs.threshold, (sets == name) & (labels == 1)),
+                     "benign": subset_recall(scores, fs.threshold, (sets == name) & (labels == 0))}
+              for name in sorted(set(sets))}
     print(json.dumps({"features": str(args.features), "detector_features": len(fs.features),
-                      "heldout": str(args.heldout), **metrics,
-                      "frontier": frontier(np.asarray(scores), np.array([r["category"] for r in records]))},
+                      "heldout": str(args.heldout), **metrics, "sets": by_set,
+                      "frontier": frontier(scores, np.array([r["category"] for r in records]))},
                      indent=2))
 
 
