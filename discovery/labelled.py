@@ -74,22 +74,12 @@ def labelled_texts(corpus: Sequence[dict[str, Any]], instructed: Sequence[dict[s
                     "kind": r["source"], "category": r["category"], "label": r["label"], "split": r["split"],
                     "view": "as-generated", "frame": r["frame"], "subject": r["subject"], "text": r["text"],
                     "visible": r["visible"]})
-    for r in instructed:
-        if r["dropped"] is not None:
-            continue
+    kept = [("instructed", r) for r in instructed if r["dropped"] is None]
+    kept += [("short", r) for r in short if r["label"] is not None or include_unsure]
+    for set_name, r in kept:  # a line, scored in both views
         for view in VIEWS:
-            out.append({"uid": f"instructed:{r['id']}:{view}", "group": f"instructed:{r['id']}", "set": "instructed",
-                        "kind": r["kind"], "category": r["category"], "label": r["label"], "split": r["split"],
-                        "view": view, "frame": r["frame"], "subject": r["subject"],
-                        "text": r["line"] if view == "raw" else chat_view(tokenizer, r["line"]),
-                        "visible": r["line"]})
-    for r in short:
-        if r["label"] is None and not include_unsure:
-            continue
-        for view in VIEWS:
-            out.append({"uid": f"short:{r['id']}:{view}", "group": f"short:{r['id']}", "set": "short",
-                        "kind": r["kind"], "category": r["category"], "label": r["label"],
-                        "split": r["split"],
+            out.append({"uid": f"{set_name}:{r['id']}:{view}", "group": f"{set_name}:{r['id']}",
+                        "set": set_name, "kind": r["kind"], "category": r["category"], "label": r["label"], "split": r["split"],
                         "view": view, "frame": r["frame"], "subject": r["subject"],
                         "text": r["line"] if view == "raw" else chat_view(tokenizer, r["line"]),
                         "visible": r["line"]})
