@@ -79,8 +79,8 @@ def labelled_texts(corpus: Sequence[dict[str, Any]], instructed: Sequence[dict[s
     for set_name, r in kept:  # a line, scored in both views
         for view in VIEWS:
             out.append({"uid": f"{set_name}:{r['id']}:{view}", "group": f"{set_name}:{r['id']}",
-                        "set": set_name, "kind": r["kind"], "category": r["category"], "label": r["label"], "split": r["split"],
-                        "view": view, "frame": r["frame"], "subject": r["subject"],
+                        "set": set_name, "kind": r["kind"], "category": r["category"], "label": r["label"],
+                        "split": r["split"], "view": view, "frame": r["frame"], "subject": r["subject"],
                         "text": r["line"] if view == "raw" else chat_view(tokenizer, r["line"]),
                         "visible": r["line"]})
     return out
