@@ -44,6 +44,7 @@ __all__ = [
     "build_corpus",
     "corpus_stats",
     "docstring_texts",
+    "known_words",
     "label_for",
     "load_corpus",
     "prompt_specs",
@@ -96,6 +97,13 @@ def label_for(score: float, word_list_hit: bool) -> int | None:
     return None
 
 
+def known_words(words: Sequence[str], judge: str) -> list[str]:
+    """The words `judge` itself calls toxic on their own (score >= 0.5). Most of the profanity
+    list are spelling variants the classifier has never seen; a text built on one of those would
+    be "benign" by its labels, so texts meant to be toxic are built on these."""
+    return [w for w, score in zip(words, get_judge(judge).score(words), strict=True) if score >= 0.5]
+
+
 def _n(count: int, scale: float) -> int:
     return max(1, round(count * scale))
 
@@ -146,9 +154,8 @@ def prompt_specs(spec: CorpusSpec, tokenizer: Any) -> list[PromptSpec]:
     for sentence in rng.sample(seeds.HARD_NEGATIVES, _n(len(seeds.HARD_NEGATIVES), spec.scale)):
         for _ in range(4):  # four samples each: the same prompt, different continuations
             out.append(PromptSpec("hard_negative", sentence, sentence, False, sentence, "", sides[sentence]))
-    # Aimed at a person: the words the judge itself recognises (most of the list are spelling
-    # variants it has never seen, which would make these texts "benign" by its labels).
-    known = [w for w, score in zip(words, get_judge(spec.judge).score(words), strict=True) if score >= 0.5]
+    # Aimed at a person: the words the judge itself recognises.
+    known = known_words(words, spec.judge)
     insult = frames("insult_frames", seeds.INSULT_FRAMES)
     for i in range(_n(700, spec.scale)):
         word = rng.choice(known or words)

@@ -21,7 +21,7 @@ import random
 from pathlib import Path
 from typing import Any
 
-from discovery.corpus import CorpusSpec, label_for
+from discovery.corpus import CorpusSpec, known_words, label_for
 from discovery.judges import get_judge
 from discovery.splits import assign_sides
 from discovery.wordlist import profanity_words
@@ -67,7 +67,7 @@ def build_short(out: str | Path, spec: CorpusSpec) -> Path:
     f, seed = spec.heldout_fraction, spec.seed
     words = profanity_words()
     word_side = assign_sides(words, f, seed, "words")  # the corpus' own split of the list
-    known = [w for w, s in zip(words, judge.score(words), strict=True) if s >= 0.5]
+    known = known_words(words, spec.judge)
     frame_side = assign_sides(SHORT_FRAMES, f, seed, "short_frames")
     benign_side = assign_sides(BENIGN_WORDS, f, seed, "short_benign_words")
     benign = [(fr, w, side) for fr, side in frame_side.items() for w in BENIGN_WORDS if benign_side[w] == side]
