@@ -7,6 +7,7 @@ Nothing here touches the network.
 
 from __future__ import annotations
 
+import fcntl
 import importlib.util
 import logging
 import os
@@ -50,18 +51,24 @@ def embedded_model_dir(root: Path | None = None) -> Path:
     if (target / _DONE_MARKER).exists():
         return target
     gguf = find_gguf()
-    logger.info("converting %s to %s (first start only)", gguf.name, target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    # Convert into a sibling temp dir and rename, so a crash never leaves a broken cache.
-    tmp = Path(tempfile.mkdtemp(prefix=".convert-", dir=target.parent))
-    try:
-        _convert(gguf, tmp)
-        (tmp / _DONE_MARKER).write_text(str(gguf) + "\n")
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(tmp, target)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    # One converter at a time: two processes starting at once (a gateway and `steergate labels`,
+    # say) would each replace the directory, one while the other already reads it.
+    with open(target.parent / f".{EMBEDDED_MODEL_NAME}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if (target / _DONE_MARKER).exists():  # converted by the process that held the lock
+            return target
+        logger.info("converting %s to %s (first start only)", gguf.name, target)
+        # Convert into a sibling temp dir and rename, so a crash never leaves a broken cache.
+        tmp = Path(tempfile.mkdtemp(prefix=".convert-", dir=target.parent))
+        try:
+            _convert(gguf, tmp)
+            (tmp / _DONE_MARKER).write_text(str(gguf) + "\n")
+            if target.exists():
+                shutil.rmtree(target)
+            os.replace(tmp, target)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
     return target
 
 
