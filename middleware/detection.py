@@ -13,6 +13,16 @@ completion so far can only grow, so the first token that takes it over a thresho
 `stop` policy ends the output (serving/safety_gate.py). The first token of a sequence (the
 attention sink) and special tokens are not scored.
 
+Short texts: a text of at most `short_words` words gets `short_shift` added inside the sigmoid.
+The max over tokens has fewer chances to climb on a six-word line than on a paragraph, so with
+one threshold for every length short toxic lines score low as a class ("You {word}!" flagged
+far less often than a corpus text holding the same word); the shift is chosen by
+`find-features` where the selection split's short benign texts score, and is the same as a
+lower threshold for short texts at any policy threshold. A prompt's length is known before it is
+scored (request_args["prompt_words"]); a completion's only once it has ended
+(request_args["completion_words"], and the `stop` gate's check at the end, serving/safety_gate.py):
+a stream still going is not judged as short, since every stream starts as a short text.
+
 Inside the engine the middleware only reports each token's activations of the m detector
 features (side output "toxicity_features", (T, m)); the server combines a request's tokens.
 
@@ -59,6 +69,8 @@ class FeatureSet:
     threshold: float = 0.5  # the score at which a text counts as flagged (a policy may override it)
     gate_thresholds: list[float] = field(default_factory=list)  # (m,) per-feature activation cut
     typical_activation: list[float] = field(default_factory=list)  # (m,) mean max activation on toxic texts
+    short_words: int = 0  # texts of at most this many words are "short" (0: no short-text shift)
+    short_shift: float = 0.0  # added to a short text's logit (>= 0)
     extra: dict[str, Any] = field(default_factory=dict)  # stats, selection and held-out reports
     # Calibrated tiers (middleware/tier_recipes.py), from the tiers file beside the features file.
     tier_recipes: dict[str, TierRecipe] | None = None
@@ -83,6 +95,7 @@ class FeatureSet:
             bias=float(det["bias"]), threshold=float(det.get("threshold", 0.5)),
             gate_thresholds=[float(x) for x in det.get("gate_thresholds", [])],
             typical_activation=[float(x) for x in det.get("typical_activation", [])],
+            short_words=int(det.get("short_words", 0)), short_shift=float(det.get("short_shift", 0.0)),
             extra={k: v for k, v in raw.items() if k not in ("format", "model_name", "sae", "detector")},
             tier_recipes=load_tier_recipes(tiers_path)[0] if (tiers_path := tiers_path_for(path)).exists() else None,
         )
@@ -95,13 +108,14 @@ class FeatureSet:
             "detector": {"features": self.features, "weights": self.weights, "bias": self.bias,
                          "threshold": self.threshold, "combine": "sigmoid(bias + w . log1p(max over tokens))",
                          "skip_first_token": True,
+                         "short_words": self.short_words, "short_shift": self.short_shift,
                          "gate_thresholds": self.gate_thresholds, "typical_activation": self.typical_activation},
             **self.extra,
         }
 
     def params(self) -> DetectorParams:
-        """The detector's weights and bias, for scoring side outputs without the SAE."""
-        return DetectorParams(tuple(self.weights), self.bias)
+        """The detector's weights, bias and short-text shift, for scoring side outputs without the SAE."""
+        return DetectorParams(tuple(self.weights), self.bias, self.short_words, self.short_shift)
 
     def tiers(self) -> dict[str, dict[str, Any]]:
         """The steering tiers over the detector's features: the calibrated recipes of the tiers file
@@ -134,10 +148,28 @@ class DetectorParams:
 
     weights: tuple[float, ...]  # (m,) >= 0
     bias: float
+    short_words: int = 0
+    short_shift: float = 0.0
 
-    def score(self, rows: Sequence[Sequence[float]]) -> float:
-        """Score of a text from its tokens' feature activations rows (n, m); 0.0 for no rows."""
-        return self.running(rows)[-1] if rows else 0.0
+    def score(self, rows: Sequence[Sequence[float]], words: int | None = None) -> float:
+        """Score of a text from its tokens' feature activations rows (n, m); 0.0 for no rows.
+        `words`: the text's length in words, where known (a short text's logit gets the shift)."""
+        if not rows:
+            return 0.0
+        running = RunningScore(self)
+        for row in rows:
+            running.add(row)
+        return _sigmoid(running.logit + self.shift_for(words))
+
+    def shift_for(self, words: int | None) -> float:
+        """The logit shift for a text of `words` words (0.0 when unknown or not short)."""
+        return self.short_shift if words is not None and 0 < words <= self.short_words else 0.0
+
+    def short_threshold(self, threshold: float) -> float:
+        """The unshifted score at which a short text reaches `threshold`."""
+        if threshold <= 0 or threshold >= 1:
+            return threshold
+        return _sigmoid(math.log(threshold / (1 - threshold)) - self.short_shift)
 
     def running(self, rows: Sequence[Sequence[float] | None]) -> list[float]:
         """(n,) score of each prefix 1..t of the text (non-decreasing). A row that is None or
@@ -152,15 +184,21 @@ class RunningScore:
     def __init__(self, params: DetectorParams) -> None:
         self.params = params
         self._peak = [0.0] * len(params.weights)  # (m,) max activation so far
-        self.value = 1.0 / (1.0 + math.exp(-params.bias))  # no evidence yet
+        self.logit = params.bias  # no evidence yet
+        self.value = _sigmoid(self.logit)
 
     def add(self, row: Sequence[float] | None) -> float:
         """Take the next token's activations (m,) (None or NaNs: not scored); the text's score so far."""
         if row is not None and not any(math.isnan(a) for a in row):
             self._peak = [max(p, a) for p, a in zip(self._peak, row, strict=True)]
-            z = self.params.bias + sum(w * math.log1p(p) for w, p in zip(self.params.weights, self._peak, strict=True))
-            self.value = 1.0 / (1.0 + math.exp(-z))
+            self.logit = self.params.bias + sum(w * math.log1p(p)
+                                                for w, p in zip(self.params.weights, self._peak, strict=True))
+            self.value = _sigmoid(self.logit)
         return self.value
+
+
+def _sigmoid(z: float) -> float:
+    return 1.0 / (1.0 + math.exp(-z)) if z >= 0 else math.exp(z) / (1.0 + math.exp(z))
 
 
 class ToxicityDetector:
@@ -181,9 +219,9 @@ class ToxicityDetector:
             self.index = self.index.to(self.sae.device)  # once: a copy per step would make the host wait
         return self.sae.encode_features(stream, self.index).float().clamp_min(0)
 
-    def text_score(self, stream: torch.Tensor) -> float:
-        """(n, d) counted tokens of one text -> its score."""
-        return self.params.score(self.feature_acts(stream).tolist())
+    def text_score(self, stream: torch.Tensor, words: int | None = None) -> float:
+        """(n, d) counted tokens of one text -> its score (`words`: the text's length, where known)."""
+        return self.params.score(self.feature_acts(stream).tolist(), words)
 
 
 class SafetyMiddleware(SAESteeringMiddleware):
@@ -242,15 +280,19 @@ class SafetyMiddleware(SAESteeringMiddleware):
         tokens) and "flagged" (toxicity >= the features file's threshold; a policy may re-decide it).
 
         args must be `resolved_args` (they carry the detector's weights). With n > 1 choices the
-        completion score is the most toxic choice's."""
+        completion score is the most toxic choice's. A phase's length in words, where known
+        (request_args["prompt_words"], ["completion_words"] once the response has ended), gives a
+        short text the short-text shift."""
         super().annotate(args, request_args, tokens, safety)
         params: DetectorParams = args["detector"]
         threshold = float(args.get("threshold", 0.5))
         by_request: dict[Any, list[dict[str, Any]]] = {}
         for t in tokens:
             by_request.setdefault(t.get("request", 0), []).append(t)
+        words = {phase: request_args.get(f"{phase}_words") for phase in ("prompt", "completion")}
         for phase, is_prompt in (("prompt", True), ("completion", False)):
-            score = max((params.score(cls.phase_rows(ts, is_prompt)) for ts in by_request.values()), default=0.0)
+            score = max((params.score(cls.phase_rows(ts, is_prompt), words[phase])
+                         for ts in by_request.values()), default=0.0)
             section = safety.setdefault(phase, {})
             section["toxicity"] = round(score, 6)
             section["flagged"] = score >= threshold

@@ -23,7 +23,7 @@ from middleware.hooks import ResidualMiddleware, load_middleware
 from serving.config import MiddlewareConfig
 from serving.engine.base import DONE_EVENT, EngineError, EngineItem, SSEChunk, UsageReport
 from serving.engine.side_channel import RequestSideOutputs
-from serving.safety_gate import CompletionGate, SafetyPlan, assemble_body, stop_chunk
+from serving.safety_gate import CompletionGate, SafetyPlan, assemble_body, choice_text, stop_chunk
 
 __all__ = ["ResponsePostprocessor", "SIDE_OUTPUT_WAIT_S"]
 
@@ -41,10 +41,15 @@ class ResponsePostprocessor:
         self._detector: DetectorParams | None = next(
             (args["detector"] for _, args in self._annotators if isinstance(args.get("detector"), DetectorParams)), None)
 
-    def safety(self, buf: RequestSideOutputs, request_args: dict[str, Any]) -> dict[str, Any]:
-        """The contract's `safety` object; toxicity is null on a model without a detector."""
+    def safety(self, buf: RequestSideOutputs, request_args: dict[str, Any],
+               completion_words: int | None = None) -> dict[str, Any]:
+        """The contract's `safety` object; toxicity is null on a model without a detector.
+        `completion_words`: the longest choice's length in words, once the response has ended
+        (a short one is scored as a short text, middleware/detection.py)."""
         found: dict[str, Any] = {}
         tokens = buf.tokens()
+        if completion_words is not None:
+            request_args = {**request_args, "completion_words": completion_words}
         for cls, args in self._annotators:
             cls.annotate(args, request_args, tokens, found)
         plan = SafetyPlan.from_args(request_args)
@@ -58,6 +63,11 @@ class ResponsePostprocessor:
                              "steered_tokens": section.get("steered_tokens", 0)}
         # Whatever else a middleware reports (e.g. a test hook's own section) rides along.
         return safety | {k: v for k, v in found.items() if k not in safety}
+
+    def _short_rule(self, threshold: float) -> tuple[int, float] | None:
+        """(words, threshold) for a response that ends short, where the detector has a short-text shift."""
+        d = self._detector
+        return (d.short_words, d.short_threshold(threshold)) if d is not None and d.short_shift > 0 else None
 
     async def _settle(self, buf: RequestSideOutputs, expected: int) -> None:
         """Wait (bounded) until the side outputs of `expected` tokens have arrived."""
@@ -82,7 +92,9 @@ class ResponsePostprocessor:
     async def finish_body(self, body: dict[str, Any], buf: RequestSideOutputs,
                           request_args: dict[str, Any]) -> dict[str, Any]:
         await self._settle(buf, self._expected_tokens(body.get("usage"), len(body.get("choices", []))))
-        body["safety"] = self.safety(buf, request_args)
+        texts = [(c.get("message") or {}).get("content") or "" if "message" in c else c.get("text") or ""
+                 for c in body.get("choices", [])]
+        body["safety"] = self.safety(buf, request_args, max((len(str(t).split()) for t in texts), default=0))
         return body
 
     async def collect(self, items: AsyncIterator[EngineItem]) -> EngineItem:
@@ -117,13 +129,18 @@ class ResponsePostprocessor:
         usage: dict[str, Any] | None = None
         prompt_checked = plan.prompt_action != "block"
         scores = _CompletionScores(self._detector, buf)
-        gate = (CompletionGate(plan, lambda: scores.update((usage or {}).get("prompt_tokens")))
+        gate = (CompletionGate(plan, lambda: scores.update((usage or {}).get("prompt_tokens")),
+                               short=self._short_rule(plan.completion_threshold))
                 if plan.completion_action == "stop" else None)
         finished = 0
         sent_any = False
+        texts: dict[int, str] = {}  # per choice: what the engine generated (released or not)
+
+        def words() -> int:
+            return max((len(t.split()) for t in texts.values()), default=0)
 
         def sse(obj: dict[str, Any], safety: dict[str, Any] | None = None) -> SSEChunk:
-            has_content = any(_delta_text(c) for c in obj.get("choices") or [])
+            has_content = any(choice_text(c) for c in obj.get("choices") or [])
             return SSEChunk(f"data: {json.dumps(obj, separators=(',', ':'))}\n\n", has_content=has_content,
                             safety=safety)
 
@@ -154,6 +171,8 @@ class ResponsePostprocessor:
                 if client_usage or "error" in obj:
                     yield SSEChunk(raw)
                 continue
+            for c in choices:
+                texts[c.get("index", 0)] = texts.get(c.get("index", 0), "") + choice_text(c)
             tokens_after = (obj.get("usage") or {}).get("completion_tokens", 0)
             if not client_continuous_usage:
                 obj.pop("usage", None)
@@ -168,7 +187,7 @@ class ResponsePostprocessor:
             for i, out in enumerate(released):
                 if last and i == len(released) - 1:
                     # The last choice just finished: annotate this chunk (the contract's place for it).
-                    safety = self.safety(buf, request_args)
+                    safety = self.safety(buf, request_args, words())
                     out["safety"] = safety
                     yield sse(out, safety)
                 else:
@@ -176,7 +195,7 @@ class ResponsePostprocessor:
             if gate is not None and gate.stopped:
                 if not last:
                     await self._settle(buf, self._expected_tokens(usage, num_choices))
-                safety = self.safety(buf, request_args)
+                safety = self.safety(buf, request_args, words() if last else None)
                 yield sse(stop_chunk(obj) | {"safety": safety}, safety)
                 if client_usage and usage:
                     tail = {k: obj[k] for k in ("id", "object", "created", "model") if k in obj}
@@ -205,8 +224,3 @@ class _CompletionScores:
         return self.scores
 
 
-def _delta_text(choice: dict[str, Any]) -> bool:
-    delta = choice.get("delta")
-    if isinstance(delta, dict):
-        return bool(delta.get("content"))
-    return bool(choice.get("text"))

@@ -106,7 +106,13 @@ class _SteergateFields(BaseModel):
             args["steering"] = self.steering.model_dump(exclude_none=True)
         if self._policy is not None:
             args["policy"] = self._policy
+        if (words := self.prompt_words()) is not None:
+            args["prompt_words"] = words  # the detector's short-text shift (middleware/detection.py)
         return args
+
+    def prompt_words(self) -> int | None:
+        """The length in words of what the client sent as the prompt; None where it is not text."""
+        return None
 
     def set_policy(self, policy: dict[str, Any]) -> None:
         """The resolved policy's runtime view: name, thresholds, actions, hold-back (serving/safety_gate.py)."""
@@ -158,9 +164,27 @@ class ChatCompletionRequest(_SteergateFields, _VllmChatRequest):
                 raise ValueError(f"messages[{i}].role must be one of {', '.join(CHAT_ROLES)}; got {role!r}")
         return v
 
+    def prompt_words(self) -> int | None:
+        # Every message's text counts (a long earlier turn gives the max over tokens as many chances
+        # as a long prompt); the template's own default system prompt does not, as in find-features.
+        words = 0
+        for message in self.messages:
+            content = message.get("content") if isinstance(message, dict) else getattr(message, "content", "")
+            if isinstance(content, str):
+                words += len(content.split())
+            elif isinstance(content, list):
+                parts = [part.get("text", "") for part in content if isinstance(part, dict)]
+                words += sum(len(str(text).split()) for text in parts)
+        return words
+
 
 class CompletionRequest(_SteergateFields, _VllmCompletionRequest):
-    pass
+    def prompt_words(self) -> int | None:
+        # Several prompts: the longest decides (a shift for short text must hold for every one).
+        prompts = [self.prompt] if isinstance(self.prompt, str) else self.prompt
+        if not prompts or not all(isinstance(p, str) for p in prompts):
+            return None  # token ids (or embeds): no text to count
+        return max(len(p.split()) for p in prompts)
 
 
 GatewayRequest = ChatCompletionRequest | CompletionRequest

@@ -18,6 +18,11 @@ phrase's first pieces from going out before its later tokens are scored. The las
 response is never fed back and so never scored: when a response ends, what is still held back
 is released unless a scored token in it was flagged.
 
+A response that ends within the detector's `short_words` words is judged as a short text: its
+score at the end meets the lower short-text threshold (middleware/detection.py), so a bare toxic
+line repeated back is stopped at its end, while it is still within the hold-back window. A
+stream still going is not short yet, so no earlier token is judged that way.
+
 Token accounting uses vLLM's continuous usage stats (cumulative completion_tokens per chunk),
 so `stop` needs a single choice (n == 1); the ingress rejects n > 1 under a stop policy.
 """
@@ -29,7 +34,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["CompletionGate", "SafetyPlan", "assemble_body", "stop_chunk"]
+__all__ = ["CompletionGate", "SafetyPlan", "assemble_body", "choice_text", "stop_chunk"]
 
 
 @dataclass(frozen=True)
@@ -59,13 +64,17 @@ class CompletionGate:
 
     `scores()` returns {completion token index: toxicity of the completion up to that token} for
     the tokens scored so far; `add` takes each content chunk with the cumulative completion token
-    count after it and returns the chunks that may be sent now.
+    count after it and returns the chunks that may be sent now. `short`: (words, threshold), the
+    detector's short-text rule for a response that ends within `words` words.
     """
 
-    def __init__(self, plan: SafetyPlan, scores: Callable[[], dict[int, float]]) -> None:
+    def __init__(self, plan: SafetyPlan, scores: Callable[[], dict[int, float]],
+                 short: tuple[int, float] | None = None) -> None:
         self.plan = plan
         self._scores = scores
+        self._short = short
         self._held: list[tuple[dict[str, Any], int]] = []  # (chunk, completion tokens after it)
+        self.text = ""  # the response so far, released or held
         self.flagged_at: int | None = None  # index of the first flagged completion token
 
     def _scored_prefix(self, scores: dict[int, float]) -> int:
@@ -86,6 +95,7 @@ class CompletionGate:
 
     def add(self, chunk: dict[str, Any], tokens_after: int) -> list[dict[str, Any]]:
         self._held.append((chunk, tokens_after))
+        self.text += "".join(choice_text(c) for c in chunk.get("choices") or [])
         return self.release()
 
     def release(self) -> list[dict[str, Any]]:
@@ -99,8 +109,15 @@ class CompletionGate:
         return out
 
     def finish(self) -> list[dict[str, Any]]:
-        """At the end of the response (after the scores settled): everything held, unless flagged."""
+        """At the end of the response (after the scores settled): everything held, unless flagged
+        (a short response: at the short-text threshold)."""
         self._check()
+        scores = self._scores()
+        if self.flagged_at is None and self._short is not None and scores:
+            words, threshold = self._short
+            last = max(scores)
+            if 0 < len(self.text.split()) <= words and scores[last] >= threshold:
+                self.flagged_at = last
         if self.flagged_at is not None:
             return []
         out = [chunk for chunk, _ in self._held]
@@ -110,6 +127,12 @@ class CompletionGate:
     @property
     def stopped(self) -> bool:
         return self.flagged_at is not None
+
+
+def choice_text(choice: dict[str, Any]) -> str:
+    """The text of one choice of a stream chunk (chat: delta.content; completions: text)."""
+    delta = choice.get("delta")
+    return (delta.get("content") if isinstance(delta, dict) else choice.get("text")) or ""
 
 
 def stop_chunk(template: dict[str, Any]) -> dict[str, Any]:
@@ -132,8 +155,7 @@ def assemble_body(chunks: list[dict[str, Any]], usage: dict[str, Any] | None) ->
         safety = c.get("safety", safety)
         for ch in c.get("choices") or []:
             i = ch.get("index", 0)
-            piece = (ch.get("delta") or {}).get("content") if chat else ch.get("text")
-            texts.setdefault(i, []).append(piece or "")
+            texts.setdefault(i, []).append(choice_text(ch))
             if ch.get("finish_reason"):
                 finish[i] = ch["finish_reason"]
     choices = []

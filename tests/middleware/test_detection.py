@@ -111,3 +111,41 @@ def test_safety_annotation_reports_max_toxicity_per_phase(tmp_path: Path) -> Non
     assert safety == {"tier": "light",
                       "prompt": {"steered_tokens": 0, "toxicity": round(prompt, 6), "flagged": True},
                       "completion": {"steered_tokens": 2, "toxicity": round(completion, 6), "flagged": True}}
+
+
+def test_short_text_shift_raises_only_short_texts_logit() -> None:
+    params = DetectorParams((1.0,), -2.0, short_words=6, short_shift=1.5)
+    rows = [[1.0], [3.0]]
+    z = -2.0 + math.log1p(3.0)
+    assert params.score(rows) == pytest.approx(1 / (1 + math.exp(-z)))  # length unknown: no shift
+    assert params.score(rows, words=7) == params.score(rows)
+    assert params.score(rows, words=6) == pytest.approx(1 / (1 + math.exp(-(z + 1.5))))
+    assert params.score(rows, words=0) == params.score(rows)  # no words: nothing was typed
+    assert params.score([], words=2) == 0.0
+    # The shift is a lower threshold for short texts at every policy threshold t: sigmoid(logit(t) - shift).
+    for t in (0.3, 0.5, 0.7):
+        lower = 1 / (1 + math.exp(-(math.log(t / (1 - t)) - 1.5)))
+        assert (params.score(rows, words=3) >= t) == (params.score(rows) >= lower)
+    assert DetectorParams((1.0,), -800.0).score([[0.0]], words=2) == 0.0  # no overflow far out
+
+
+def test_features_file_carries_the_short_text_shift(tmp_path: Path) -> None:
+    path = write_features(tmp_path, [3], [1.0], 0.0)
+    assert FeatureSet.load(path).params().short_shift == 0.0  # files without one: one threshold
+    raw = json.loads(path.read_text())
+    raw["detector"] |= {"short_words": 6, "short_shift": 2.0}
+    path.write_text(json.dumps(raw))
+    fs = FeatureSet.load(path)
+    assert (fs.short_words, fs.short_shift) == (6, 2.0)
+    assert fs.to_dict("sae")["detector"]["short_shift"] == 2.0
+    args = SafetyMiddleware.resolved_args({"features_path": str(path)})
+    tokens = [{"position": 1, "is_prompt": True, TOXICITY_FEATURES: [0.5]},
+              {"position": 2, "is_prompt": False, TOXICITY_FEATURES: [0.5]}]
+    short, long, unknown = {}, {}, {}
+    SafetyMiddleware.annotate(args, {"prompt_words": 3}, tokens, short)
+    SafetyMiddleware.annotate(args, {"prompt_words": 30}, tokens, long)
+    SafetyMiddleware.annotate(args, {}, tokens, unknown)
+    base = round(1 / (1 + math.exp(-math.log1p(0.5))), 6)
+    assert long["prompt"]["toxicity"] == unknown["prompt"]["toxicity"] == base
+    assert short["prompt"]["toxicity"] == round(1 / (1 + math.exp(-(math.log1p(0.5) + 2.0))), 6)
+    assert short["completion"]["toxicity"] == base  # a completion gets no shift

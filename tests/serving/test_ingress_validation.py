@@ -9,7 +9,7 @@ import pytest
 from serving.config import GatewayConfig, ModelConfig
 from serving.errors import GatewayError
 from serving.ingress import Ingress, _Call
-from serving.protocol import ChatCompletionRequest
+from serving.protocol import ChatCompletionRequest, CompletionRequest
 
 MSG = [{"role": "user", "content": "hi"}]
 
@@ -49,3 +49,18 @@ def test_policy_default_tier_is_dropped_where_no_middleware_steers(ingress: Ingr
 def test_n_limit(ingress: Ingress) -> None:
     with pytest.raises(GatewayError, match="n must be at most 8"):
         _validate(ingress, {"messages": MSG, "n": 9})
+
+
+@pytest.mark.parametrize("body, words", [
+    ({"messages": [{"role": "user", "content": "You absolute clown!"}]}, 3),
+    ({"messages": [{"role": "system", "content": "Be brief."},
+                   {"role": "user", "content": [{"type": "text", "text": "hello there"}]}]}, 4),
+    ({"prompt": "Stop it, captain."}, 3),
+    ({"prompt": ["one two", "three four five"]}, 3),  # several prompts: the longest
+    ({"prompt": [101, 102, 103]}, None),  # token ids: no text to count
+])
+def test_prompt_length_in_words_reaches_the_detector(body: dict, words: int | None) -> None:
+    # The detector's short-text shift (middleware/detection.py) reads request_args["prompt_words"].
+    cls = ChatCompletionRequest if "messages" in body else CompletionRequest
+    args = cls.model_validate({"model": "m", **body}).middleware_args()
+    assert args.get("prompt_words") == words

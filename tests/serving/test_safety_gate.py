@@ -145,3 +145,38 @@ def test_plan_defaults_and_gate_flags_first_bad_token() -> None:
     assert SafetyPlan.from_args({}) == SafetyPlan() and not SafetyPlan().gates_output
     gate = CompletionGate(SafetyPlan(completion_action="stop"), lambda: {0: 0.1, 1: float("nan"), 2: 0.7, 3: 0.8})
     assert gate.add({"c": 1}, 1) == [] and gate.flagged_at == 2 and gate.finish() == []
+
+
+MID = 1.0  # scores 0.23; with the short-text shift of 2 (below), 0.68
+
+
+@pytest.fixture()
+def pp_short(tmp_path: Path) -> ResponsePostprocessor:
+    features = write_features(tmp_path, [3], [4.0], -4.0)
+    raw = json.loads(features.read_text())
+    raw["detector"] |= {"short_words": 6, "short_shift": 2.0}
+    features.write_text(json.dumps(raw))
+    return ResponsePostprocessor([MiddlewareConfig(cls="middleware.detection:SafetyMiddleware", layer=3,
+                                                   args={"features_path": str(features)})])
+
+
+def test_a_response_that_ends_short_is_judged_as_a_short_text(pp_short: ResponsePostprocessor) -> None:
+    # Three words, held back whole (hold-back 8): at the end its score meets the short-text threshold.
+    stop = _policy(completion_action="stop", holdback_tokens=8)
+    items = _run(pp_short, stop, 3, [LOW] * PROMPT, [MID, LOW])
+    assert _text(items) == ""
+    last = _sent(items)[-1]
+    assert last["choices"][0]["finish_reason"] == "content_filter"
+    assert last["safety"]["completion"]["flagged"] and last["safety"]["completion"]["toxicity"] > 0.5
+    # The same token in a ten-word response: not short, released whole, and reported unshifted.
+    items = _run(pp_short, stop, 10, [LOW] * PROMPT, [MID] + [LOW] * 8)
+    assert _text(items) == "".join(f"t{i} " for i in range(10))
+    assert not _sent(items)[-1]["safety"]["completion"]["flagged"]
+
+
+def test_a_short_prompt_is_blocked_at_the_short_text_threshold(pp_short: ResponsePostprocessor) -> None:
+    block = _policy(prompt_action="block")
+    short = _run(pp_short, {**block, "prompt_words": 3}, 3, [LOW, MID, LOW], [LOW] * 2)
+    assert isinstance(short[0], EngineError) and short[0].code == "content_filter"
+    long = _run(pp_short, {**block, "prompt_words": 30}, 3, [LOW, MID, LOW], [LOW] * 2)
+    assert _text(long) == "t0 t1 t2 " and not _sent(long)[-1]["safety"]["prompt"]["flagged"]
