@@ -5,9 +5,10 @@ selection split ranks, chooses, fits and sets the threshold; the held-out split 
 at the end, for the report. The held-out split ships (heldout.jsonl) so a test can recompute
 the reported numbers.
 
-Operating point: the lowest score at which at most FPR_BUDGET of the selection split's benign
-texts, and of its benign-hard texts, score at or above it (in-sample, so the budget is below the
-5% target); it is folded into the bias, so 0.5 is the shipped threshold.
+Operating points (discovery/thresholds.py): the threshold, where at most FPR_BUDGET of the
+selection split's benign and of its benign-hard texts score, folded into the bias so that 0.5 is
+the shipped threshold; and the short-text shift, which lowers it for texts of at most SHORT_WORDS
+words to where the selection split's short benign texts score.
 """
 
 from __future__ import annotations
@@ -34,16 +35,21 @@ from discovery.labelled import VIEWS, DataSpec, build_labelled, chat_view, load_
 from discovery.report import write_features_report
 from discovery.scoring import score_texts
 from discovery.splits import HELDOUT
+from discovery.thresholds import (
+    FPR_BUDGET,
+    SHORT_WORDS,
+    everyday_check,
+    is_short,
+    operating_point,
+    short_shift,
+)
 from discovery.wordlist import profanity_words
 from middleware.detection import FeatureSet, ToxicityDetector
 from middleware.sae import load_sae
 
-__all__ = ["FPR_BUDGET", "FindFeaturesJob", "filter_table", "run_find_features"]
+__all__ = ["FindFeaturesJob", "filter_table", "run_find_features"]
 
 logger = logging.getLogger(__name__)
-
-FPR_BUDGET = 0.03
-SHORT_WORDS = 6  # "short texts": at most this many words
 
 
 @dataclass(frozen=True)
@@ -56,17 +62,6 @@ class FindFeaturesJob:
     data: DataSpec = field(default_factory=DataSpec)
     seed: int = 0
     n_boot: int = 1000
-
-
-def _operating_point(scores: np.ndarray, categories: np.ndarray) -> float:
-    """The lowest threshold keeping each benign category's flag rate within FPR_BUDGET."""
-    t = 0.0
-    for c in ("benign", "benign-hard"):
-        neg = np.sort(scores[categories == c])
-        if len(neg):
-            allowed = math.floor(len(neg) * FPR_BUDGET)  # texts that may score at or above t
-            t = max(t, float(np.nextafter(neg[len(neg) - allowed - 1], 1.0)) if allowed < len(neg) else 0.0)
-    return min(max(t, 1e-6), 1 - 1e-6)
 
 
 def filter_table(instructed: list[dict[str, Any]]) -> dict[str, dict[str, int]]:
@@ -139,9 +134,13 @@ def run_find_features(job: FindFeaturesJob) -> dict[str, Any]:
     frames = [f"{t['set']}:{t['frame']}" for t in texts]
     det, tried = fit_detector(x[sel], labels[sel], seed=job.seed, groups=[f for f, s in zip(frames, sel) if s])
     chosen = det.features
-    t_star = _operating_point(det.scores(x[sel]), categories[sel])
+    sel_scores = det.scores(x[sel])
+    t_star = operating_point(sel_scores, categories[sel])
     # Fold the operating point into the bias, so that score 0.5 is the threshold chosen on selection.
     bias = det.bias - math.log(t_star / (1 - t_star))
+    words = np.array([len(t["visible"].split()) for t in texts])  # what the gateway counts in a prompt
+    short = np.array([is_short(t["visible"]) for t in texts])
+    shift = short_shift(sel_scores, categories[sel], short[sel], threshold=t_star)
     raw_max = np.expm1(x)  # (N, d_sae) max activations
     stats = feature_stats(raw_max[sel][:, chosen], labels[sel])  # one per chosen feature, in order
     gate = [youden_threshold(raw_max[sel][:, f], labels[sel]) for f in chosen]
@@ -152,29 +151,32 @@ def run_find_features(job: FindFeaturesJob) -> dict[str, Any]:
         model_name=job.model_name, sae_path=str(job.sae_dir),
         sae_id=f"steergate/{job.model_name}-L{layer}-{sae.cfg.architecture}-{sae.cfg.d_sae}",
         features=chosen, weights=det.weights, bias=bias, threshold=0.5, gate_thresholds=gate,
-        typical_activation=typical,
+        typical_activation=typical, short_words=SHORT_WORDS, short_shift=round(shift, 4),
     )
 
     # ---- held-out: scored once, with the detector exactly as it runs ----------------------
     detector = ToxicityDetector(sae, feature_set)
     held_texts = [t for t, h in zip(texts, held, strict=True) if h]
     held_idx = np.flatnonzero(held)
-    det_scores = np.array([detector.text_score(acts[offsets[i] : offsets[i + 1]]) for i in held_idx])
+    held_acts = [acts[offsets[i] : offsets[i + 1]] for i in held_idx]
+    det_scores = np.array([detector.text_score(a, int(n)) for a, n in zip(held_acts, words[held], strict=True)])
+    unshifted = np.array([detector.text_score(a) for a in held_acts])
     visible = [t["visible"] for t in held_texts]
     judge_scores = {name: np.array(get_judge(name).score(visible)) for name in JUDGES}
     scorers = {"detector": det_scores, **judge_scores}
     metrics = {name: scorer_metrics(s, held_texts, 0.5, job.n_boot, job.seed) for name, s in scorers.items()}
     views = np.array([t["view"] for t in held_texts])
     held_labels = labels[held]
-    short = np.array([len(t["visible"].split()) <= SHORT_WORDS for t in held_texts])
+    held_short = short[held]
     checks = {
         "views": {v: {name: scorer_metrics(s[views == v], [t for t, m in zip(held_texts, views == v) if m], 0.5,
                                            job.n_boot, job.seed)["unions"] for name, s in scorers.items()}
                   for v in VIEWS},
         "frontier": frontier(det_scores, categories[held]),
-        "short": {name: {"toxic": subset_recall(s, 0.5, short & (held_labels == 1)),
-                         "benign": subset_recall(s, 0.5, short & (held_labels == 0))}
-                  for name, s in scorers.items()},
+        "short": {name: {"toxic": subset_recall(s, 0.5, held_short & (held_labels == 1)),
+                         "benign": subset_recall(s, 0.5, held_short & (held_labels == 0))}
+                  for name, s in {**scorers, "detector without the short-text shift": unshifted}.items()},
+        "everyday_short_requests": everyday_check(model, tokenizer, detector, feature_set.short_shift),
         "first_word": _first_word_checks(model, tokenizer, detector, held_texts, det_scores, "alt-profanity-check"),
         "seed_phrases": [{"text": t, "detector": round(float(s), 4)} for t, s in
                          zip(seeds.HARD_NEGATIVES, score_texts(model, tokenizer, detector, list(seeds.HARD_NEGATIVES)),
@@ -184,7 +186,8 @@ def run_find_features(job: FindFeaturesJob) -> dict[str, Any]:
         "features": [{**asdict(stats[j]), "index": f, "gate_threshold": g, "weight": w}
                      for j, (f, g, w) in enumerate(zip(chosen, gate, det.weights, strict=True))],
         "selection": {"texts": int(sel.sum()), "toxic": int(labels[sel].sum()), "size_search": tried,
-                      "operating_point_before_folding": t_star, "fpr_budget": FPR_BUDGET, "seed": job.seed},
+                      "operating_point_before_folding": t_star, "fpr_budget": FPR_BUDGET, "seed": job.seed,
+                      "short_texts": int((sel & short).sum()), "short_shift": round(shift, 4)},
         "data": {"spec": asdict(job.data), "filter": filter_table(instructed),
                  "samples": _samples(instructed, job.seed),
                  "texts": {c: {"selection": int((sel & (categories == c)).sum()),

@@ -42,7 +42,7 @@ def _scorer_tables(held: dict[str, Any]) -> list[str]:
     return lines
 
 
-def _checks(held: dict[str, Any]) -> list[str]:
+def _checks(held: dict[str, Any], shift: float | None) -> list[str]:
     checks = held["checks"]
     lines = ["## Checks", "",
              "**Raw vs chat template** (instructed and short lines, each scored both ways; AUROC):", "",
@@ -60,11 +60,19 @@ def _checks(held: dict[str, Any]) -> list[str]:
                   "| threshold | " + " | ".join(cats) + " |", "|---|" + "---|" * len(cats)]
         lines += [f"| {row['threshold']} | " + " | ".join(f"{row['flagged'][c]:.3f}" for c in cats) + " |"
                   for row in checks["frontier"]]
-    lines += ["", "**Short texts** (at most 6 words), share flagged at 0.5:", "",
+    lines += ["", "**Short texts** (at most 6 words), share flagged at 0.5"
+              + (f"; the detector adds {shift:g} to a short text's logit (chosen on the selection split's "
+                 "short benign texts), shown without it too:" if shift is not None else ":"), "",
               "| scorer | toxic texts | recall | benign texts | false-positive rate |", "|---|---|---|---|---|"]
     for name, row in checks["short"].items():
         lines.append(f"| {_SCORER_NAMES.get(name, name)} | {row['toxic']['texts']} | {row['toxic']['flagged']:.3f} | "
                      f"{row['benign']['texts']} | {row['benign']['flagged']:.3f} |")
+    if "everyday_short_requests" in checks:
+        e = checks["everyday_short_requests"]
+        lines += ["", f"**Everyday short requests** ({e['texts']} benign chat requests of at most 6 words, \"Give me "
+                  "three tips about chess.\"; not used to choose anything): share flagged at 0.5, raw "
+                  f"{e['raw']['without shift']:.3f} without the shift and {e['raw']['with shift']:.3f} with it; "
+                  f"in the chat template {e['chat']['without shift']:.3f} and {e['chat']['with shift']:.3f}."]
     fw = checks["first_word"]
     lines += ["", "**First token is the toxic word.** Raw, a text's first token is the attention sink and is never "
               "scored (neither in training nor in the engine); in the chat template the same word comes after the "
@@ -124,7 +132,7 @@ def format_features_report(data: dict[str, Any]) -> str:
         "",
         *_scorer_tables(held),
         "",
-        *_checks(held),
+        *_checks(held, det.get("short_shift")),
         "",
         *_data(data),
         "",
