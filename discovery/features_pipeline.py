@@ -35,14 +35,7 @@ from discovery.labelled import VIEWS, DataSpec, build_labelled, chat_view, load_
 from discovery.report import write_features_report
 from discovery.scoring import score_texts
 from discovery.splits import HELDOUT
-from discovery.thresholds import (
-    FPR_BUDGET,
-    SHORT_WORDS,
-    everyday_check,
-    is_short,
-    operating_point,
-    short_shift,
-)
+from discovery.thresholds import FPR_BUDGET, SHORT_WORDS, is_short, operating_point, short_shift
 from discovery.wordlist import profanity_words
 from middleware.detection import FeatureSet, ToxicityDetector
 from middleware.sae import load_sae
@@ -140,7 +133,7 @@ def run_find_features(job: FindFeaturesJob) -> dict[str, Any]:
     bias = det.bias - math.log(t_star / (1 - t_star))
     words = np.array([len(t["visible"].split()) for t in texts])  # what the gateway counts in a prompt
     short = np.array([is_short(t["visible"]) for t in texts])
-    shift = short_shift(sel_scores, categories[sel], short[sel], threshold=t_star)
+    shift = short_shift(sel_scores, categories[sel], short[sel], np.array(frames)[sel], threshold=t_star)
     raw_max = np.expm1(x)  # (N, d_sae) max activations
     stats = feature_stats(raw_max[sel][:, chosen], labels[sel])  # one per chosen feature, in order
     gate = [youden_threshold(raw_max[sel][:, f], labels[sel]) for f in chosen]
@@ -151,7 +144,7 @@ def run_find_features(job: FindFeaturesJob) -> dict[str, Any]:
         model_name=job.model_name, sae_path=str(job.sae_dir),
         sae_id=f"steergate/{job.model_name}-L{layer}-{sae.cfg.architecture}-{sae.cfg.d_sae}",
         features=chosen, weights=det.weights, bias=bias, threshold=0.5, gate_thresholds=gate,
-        typical_activation=typical, short_words=SHORT_WORDS, short_shift=round(shift, 4),
+        typical_activation=typical, short_words=SHORT_WORDS, short_shift=shift.shift,
     )
 
     # ---- held-out: scored once, with the detector exactly as it runs ----------------------
@@ -168,15 +161,16 @@ def run_find_features(job: FindFeaturesJob) -> dict[str, Any]:
     views = np.array([t["view"] for t in held_texts])
     held_labels = labels[held]
     held_short = short[held]
+    requests = np.array([t["kind"] == "short_request" for t in held_texts])  # everyday requests, benign
     checks = {
         "views": {v: {name: scorer_metrics(s[views == v], [t for t, m in zip(held_texts, views == v) if m], 0.5,
                                            job.n_boot, job.seed)["unions"] for name, s in scorers.items()}
                   for v in VIEWS},
         "frontier": frontier(det_scores, categories[held]),
         "short": {name: {"toxic": subset_recall(s, 0.5, held_short & (held_labels == 1)),
-                         "benign": subset_recall(s, 0.5, held_short & (held_labels == 0))}
+                         "benign": subset_recall(s, 0.5, held_short & (held_labels == 0) & ~requests),
+                         "requests": subset_recall(s, 0.5, requests)}
                   for name, s in {**scorers, "detector without the short-text shift": unshifted}.items()},
-        "everyday_short_requests": everyday_check(model, tokenizer, detector, feature_set.short_shift),
         "first_word": _first_word_checks(model, tokenizer, detector, held_texts, det_scores, "alt-profanity-check"),
         "seed_phrases": [{"text": t, "detector": round(float(s), 4)} for t, s in
                          zip(seeds.HARD_NEGATIVES, score_texts(model, tokenizer, detector, list(seeds.HARD_NEGATIVES)),
@@ -187,7 +181,7 @@ def run_find_features(job: FindFeaturesJob) -> dict[str, Any]:
                      for j, (f, g, w) in enumerate(zip(chosen, gate, det.weights, strict=True))],
         "selection": {"texts": int(sel.sum()), "toxic": int(labels[sel].sum()), "size_search": tried,
                       "operating_point_before_folding": t_star, "fpr_budget": FPR_BUDGET, "seed": job.seed,
-                      "short_texts": int((sel & short).sum()), "short_shift": round(shift, 4)},
+                      "short_texts": int((sel & short).sum()), "short_shift": asdict(shift)},
         "data": {"spec": asdict(job.data), "filter": filter_table(instructed),
                  "samples": _samples(instructed, job.seed),
                  "texts": {c: {"selection": int((sel & (categories == c)).sum()),

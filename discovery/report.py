@@ -61,18 +61,16 @@ def _checks(held: dict[str, Any], shift: float | None) -> list[str]:
         lines += [f"| {row['threshold']} | " + " | ".join(f"{row['flagged'][c]:.3f}" for c in cats) + " |"
                   for row in checks["frontier"]]
     lines += ["", "**Short texts** (at most 6 words), share flagged at 0.5"
-              + (f"; the detector adds {shift:g} to a short text's logit (chosen on the selection split's "
-                 "short benign texts), shown without it too:" if shift is not None else ":"), "",
-              "| scorer | toxic texts | recall | benign texts | false-positive rate |", "|---|---|---|---|---|"]
+              + (f"; the detector adds {shift:g} to a short text's logit (discovery/thresholds.py: "
+                 "chosen on the selection split's short benign texts, 0 where it did not hold across "
+                 "frames), shown without it too:" if shift is not None else ":"), "",
+              "| scorer | toxic lines | recall | benign lines | false-positive rate | everyday requests | "
+              "false-positive rate |", "|---|---|---|---|---|---|---|"]
     for name, row in checks["short"].items():
+        req = row.get("requests", {"texts": 0, "flagged": 0.0})
         lines.append(f"| {_SCORER_NAMES.get(name, name)} | {row['toxic']['texts']} | {row['toxic']['flagged']:.3f} | "
-                     f"{row['benign']['texts']} | {row['benign']['flagged']:.3f} |")
-    if "everyday_short_requests" in checks:
-        e = checks["everyday_short_requests"]
-        lines += ["", f"**Everyday short requests** ({e['texts']} benign chat requests of at most 6 words, \"Give me "
-                  "three tips about chess.\"; not used to choose anything): share flagged at 0.5, raw "
-                  f"{e['raw']['without shift']:.3f} without the shift and {e['raw']['with shift']:.3f} with it; "
-                  f"in the chat template {e['chat']['without shift']:.3f} and {e['chat']['with shift']:.3f}."]
+                     f"{row['benign']['texts']} | {row['benign']['flagged']:.3f} | {req['texts']} | "
+                     f"{req['flagged']:.3f} |")
     fw = checks["first_word"]
     lines += ["", "**First token is the toxic word.** Raw, a text's first token is the attention sink and is never "
               "scored (neither in training nor in the engine); in the chat template the same word comes after the "

@@ -12,6 +12,11 @@ score of the line, `corpus.label_for`; category profanity or benign). Each line 
 views, raw and in the chat template, as the instructed lines are. Frames and words are split by
 discovery/splits.py; the profanity words share the corpus' split (pool "words"), so a held-out
 word is held out in every set.
+
+Everyday short requests: the corpus' chat instructions that fit in six words ("Give me three tips
+about chess."), benign, on the corpus' split of instructions and topics. The short benign text a
+gateway sees most is a request, not a line about a person, and a detector's short-text shift
+(discovery/thresholds.py) must not flag it.
 """
 
 from __future__ import annotations
@@ -21,9 +26,11 @@ import random
 from pathlib import Path
 from typing import Any
 
+from discovery import seeds
 from discovery.corpus import CorpusSpec, known_words, label_for
 from discovery.judges import get_judge
-from discovery.splits import assign_sides
+from discovery.splits import assign_sides, combos_by_side
+from discovery.thresholds import is_short
 from discovery.wordlist import profanity_words
 
 __all__ = ["BENIGN_WORDS", "SHORT_FRAMES", "build_short", "load_short"]
@@ -74,13 +81,19 @@ def build_short(out: str | Path, spec: CorpusSpec) -> Path:
     toxic = [(fr, w, side) for fr, side in frame_side.items() for w in known if word_side[w] == side]
     rng = random.Random(seed)
     n_benign = max(1, round(len(benign) * spec.scale))
-    chosen = [("short_benign", c) for c in rng.sample(benign, n_benign)]
-    chosen += [("short_toxic", c) for c in rng.sample(toxic, min(len(toxic), TOXIC_PER_BENIGN * n_benign))]
-    lines = [_fill(fr, w) for _, (fr, w, _) in chosen]
-    scores = judge.score(lines)
+    chosen = [("short_benign", fr, w, side, _fill(fr, w)) for fr, w, side in rng.sample(benign, n_benign)]
+    chosen += [("short_toxic", fr, w, side, _fill(fr, w))
+               for fr, w, side in rng.sample(toxic, min(len(toxic), TOXIC_PER_BENIGN * n_benign))]
+    # The corpus' own sides for its chat instructions and topics (discovery/corpus.py).
+    requests = [(fr, t, side, fr.format(topic=t)) for fr, t, side in combos_by_side(
+        assign_sides(seeds.CHAT_INSTRUCTIONS, f, seed, "chat_instructions"),
+        assign_sides(seeds.BENIGN_TOPICS, f, seed, "topics"))]
+    requests = [r for r in requests if is_short(r[3])]
+    chosen += [("short_request", *r) for r in rng.sample(requests, max(1, round(len(requests) * spec.scale)))]
+    scores = judge.score([c[4] for c in chosen])
     out.parent.mkdir(parents=True, exist_ok=True)
     with out.open("w") as fh:
-        for i, ((kind, (fr, w, side)), line, s) in enumerate(zip(chosen, lines, scores, strict=True)):
+        for i, ((kind, fr, w, side, line), s) in enumerate(zip(chosen, scores, strict=True)):
             fh.write(json.dumps({"id": i, "kind": kind, "frame": fr, "subject": w, "split": side, "line": line,
                                  "judge": round(float(s), 6)}) + "\n")
     return out

@@ -9,8 +9,11 @@ Short-text shift: the max over tokens has fewer chances to climb on a line of a 
 a paragraph, so one threshold for every length puts short toxic lines low as a class. The shift
 is the logit distance from the threshold down to the operating point of the short benign texts
 alone (at most SHORT_WORDS words, same budget), never negative; the detector adds it to a short
-text's logit (middleware/detection.py). What it costs on the short benign prompts a gateway sees
-most is checked on everyday requests ("Give me three tips about chess."), never used to choose it.
+text's logit (middleware/detection.py). Short texts are few frames with many fillers, and a
+detector can score a frame's benign texts far apart from another's, so a threshold that holds on
+the frames it was chosen on may not hold on new ones. The shift is therefore checked across
+frames first: for each selection frame, the threshold chosen without it must keep its benign flag
+rate low; where that rate averages above FPR_TARGET, the detector gets no shift.
 For a features file written before the shift existed (the shipped one), this module's command
 chooses it the same way from the short lines' selection split (no generation needed:
 discovery/short_lines.py):
@@ -24,29 +27,21 @@ import argparse
 import json
 import math
 import os
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
-__all__ = ["FPR_BUDGET", "SHORT_WORDS", "everyday_check", "everyday_short_requests", "is_short",
-           "operating_point", "short_shift"]
+__all__ = ["FPR_BUDGET", "FPR_TARGET", "SHORT_WORDS", "ShortShift", "is_short", "operating_point",
+           "short_shift"]
 
 FPR_BUDGET = 0.03
+FPR_TARGET = 0.05  # the issue's false-positive target, which the cross-frame check holds the shift to
 SHORT_WORDS = 6  # "short texts": at most this many words
 
 
 def is_short(visible: str) -> bool:
     return 0 < len(visible.split()) <= SHORT_WORDS
-
-
-def everyday_short_requests() -> list[str]:
-    """Benign chat requests of at most SHORT_WORDS words ("Give me three tips about chess."): the
-    short benign text a gateway sees most, unlike the short lines the shift is chosen on, so a
-    check of what the shift costs on everyday prompts."""
-    from discovery.seeds import BENIGN_TOPICS, CHAT_INSTRUCTIONS
-
-    return [r for i in CHAT_INSTRUCTIONS for t in BENIGN_TOPICS if is_short(r := i.format(topic=t))]
 
 
 def operating_point(scores: np.ndarray, categories: np.ndarray) -> float:
@@ -60,33 +55,37 @@ def operating_point(scores: np.ndarray, categories: np.ndarray) -> float:
     return min(max(t, 1e-6), 1 - 1e-6)
 
 
-def short_shift(scores: np.ndarray, categories: np.ndarray, short: np.ndarray,
-                threshold: float = 0.5) -> float:
+@dataclass(frozen=True)
+class ShortShift:
+    shift: float  # logits added to a short text's score (0.0: none)
+    candidate: float  # the shift the short benign texts' operating point gives, before the check
+    cross_frame_fpr: float | None  # mean benign flag rate of a frame left out of the choice
+
+
+def _logit(p: float) -> float:
+    return math.log(p / (1 - p))
+
+
+def short_shift(scores: np.ndarray, categories: np.ndarray, short: np.ndarray, frames: np.ndarray,
+                threshold: float = 0.5) -> ShortShift:
     """The logit shift that moves `threshold` down to the short benign texts' own operating point
-    (scores: selection split, as the detector scores them without a shift). 0.0 without short
-    benign texts, or where short benign texts already score higher than long ones."""
-    short_benign = np.isin(categories[short], ("benign", "benign-hard"))
-    if not short_benign.any():
-        return 0.0
-    t_short = operating_point(scores[short], categories[short])
-    return max(0.0, math.log(threshold / (1 - threshold)) - math.log(t_short / (1 - t_short)))
-
-
-def everyday_check(model: Any, tokenizer: Any, detector: Any, shift: float, threshold: float = 0.5
-                   ) -> dict[str, Any]:
-    """Share of the everyday short requests flagged, raw and in the chat template, without and
-    with the shift (detector: a ToxicityDetector; its own shift is not used here)."""
-    from discovery.labelled import chat_view
-    from discovery.scoring import score_texts
-
-    texts = everyday_short_requests()
-    lowered = 1 / (1 + math.exp(-(math.log(threshold / (1 - threshold)) - shift)))  # a short text's threshold
-    out: dict[str, Any] = {"texts": len(texts)}
-    for view, prompts in (("raw", texts), ("chat", [chat_view(tokenizer, t) for t in texts])):
-        scores = score_texts(model, tokenizer, detector, prompts)
-        out[view] = {"without shift": round(float((scores >= threshold).mean()), 4),
-                     "with shift": round(float((scores >= lowered).mean()), 4)}
-    return out
+    (scores: selection split, as the detector scores them without a shift), if it holds across
+    frames (module docstring). No shift without short benign texts, or where they already score
+    higher than long ones."""
+    benign = short & np.isin(categories, ("benign", "benign-hard"))
+    if not benign.any():
+        return ShortShift(0.0, 0.0, None)
+    candidate = max(0.0, _logit(threshold) - _logit(operating_point(scores[short], categories[short])))
+    rates = []
+    for f in sorted(set(frames[benign])):
+        rest = short & (frames != f)
+        if (rest & benign).any():
+            t = operating_point(scores[rest], categories[rest])
+            rates.append(float((scores[benign & (frames == f)] >= t).mean()))
+    cross = float(np.mean(rates)) if rates else None
+    holds = cross is not None and cross <= FPR_TARGET
+    candidate = math.floor(candidate * 1e4) / 1e4  # 4 decimals, rounded down: never past the budget
+    return ShortShift(candidate if holds else 0.0, candidate, cross)
 
 
 def main() -> None:
@@ -119,17 +118,15 @@ def main() -> None:
     model, tokenizer = load_lm(model_dir)
     scores = score_texts(model, tokenizer, detector, [t["text"] for t in texts], progress="short lines")
     categories = np.array([t["category"] for t in texts])
-    shift = short_shift(scores, categories, np.ones(len(texts), dtype=bool), detector.features.threshold)
+    frames = np.array([t["frame"] for t in texts])
+    short = np.ones(len(texts), dtype=bool)
+    choice = short_shift(scores, categories, short, frames, detector.features.threshold)
     print(json.dumps({"features": str(args.features), "selection_short_texts": len(texts),
-                      "short_words": SHORT_WORDS, "short_shift": round(shift, 4),
-                      "everyday_short_requests_flagged": everyday_check(model, tokenizer, detector, shift,
-                                                                        detector.features.threshold)},
-                     indent=2))
+                      "short_words": SHORT_WORDS, **asdict(choice)}, indent=2))
     if args.write:
         raw = json.loads(args.features.read_text())
-        raw["detector"] |= {"short_words": SHORT_WORDS, "short_shift": round(shift, 4)}
+        raw["detector"] |= {"short_words": SHORT_WORDS, "short_shift": choice.shift}
         args.features.write_text(json.dumps(raw, indent=2) + "\n")
-
 
 if __name__ == "__main__":
     main()
