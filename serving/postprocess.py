@@ -92,9 +92,8 @@ class ResponsePostprocessor:
     async def finish_body(self, body: dict[str, Any], buf: RequestSideOutputs,
                           request_args: dict[str, Any]) -> dict[str, Any]:
         await self._settle(buf, self._expected_tokens(body.get("usage"), len(body.get("choices", []))))
-        texts = [(c.get("message") or {}).get("content") or "" if "message" in c else c.get("text") or ""
-                 for c in body.get("choices", [])]
-        body["safety"] = self.safety(buf, request_args, max((len(str(t).split()) for t in texts), default=0))
+        words = max((len(choice_text(c).split()) for c in body.get("choices", [])), default=0)
+        body["safety"] = self.safety(buf, request_args, words)
         return body
 
     async def collect(self, items: AsyncIterator[EngineItem]) -> EngineItem:

@@ -130,9 +130,12 @@ class CompletionGate:
 
 
 def choice_text(choice: dict[str, Any]) -> str:
-    """The text of one choice of a stream chunk (chat: delta.content; completions: text)."""
-    delta = choice.get("delta")
-    return (delta.get("content") if isinstance(delta, dict) else choice.get("text")) or ""
+    """The text of one choice: a stream chunk's (chat: delta.content), a body's (chat:
+    message.content), or a completion's (text)."""
+    for key in ("delta", "message"):
+        if isinstance(choice.get(key), dict):
+            return choice[key].get("content") or ""
+    return choice.get("text") or ""
 
 
 def stop_chunk(template: dict[str, Any]) -> dict[str, Any]:

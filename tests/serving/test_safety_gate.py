@@ -180,3 +180,16 @@ def test_a_short_prompt_is_blocked_at_the_short_text_threshold(pp_short: Respons
     assert isinstance(short[0], EngineError) and short[0].code == "content_filter"
     long = _run(pp_short, {**block, "prompt_words": 30}, 3, [LOW, MID, LOW], [LOW] * 2)
     assert _text(long) == "t0 t1 t2 " and not _sent(long)[-1]["safety"]["prompt"]["flagged"]
+
+
+def test_a_short_non_streamed_answer_is_scored_as_a_short_text(pp_short: ResponsePostprocessor) -> None:
+    def annotated(content: str) -> dict[str, Any]:
+        buf = RequestSideOutputs()
+        buf.add("e", {"positions": [0, 1, 2, 3], "is_prompt": [True, True, False, False],
+                      "toxicity_features": [[0.0], [LOW], [MID], [LOW]], "steered": [0.0] * 4})
+        body = {"object": "chat.completion", "usage": {"prompt_tokens": 2, "completion_tokens": 3},
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": content}}]}
+        return asyncio.run(pp_short.finish_body(body, buf, _policy()))["safety"]["completion"]
+
+    assert annotated("Oh, you clown.")["flagged"]
+    assert not annotated("Oh, you clown, said the ringmaster to the new act.")["flagged"]
