@@ -40,15 +40,21 @@ def main() -> None:
     detector = ToxicityDetector(load_sae(args.sae or fs.sae_path, dtype="float32"), fs)
     records = [json.loads(line) for line in args.heldout.read_text().splitlines()]
     model, tokenizer = load_lm(embedded_model_dir())
-    scores = score_texts(model, tokenizer, detector, [r["text"] for r in records], progress="scoring")
+    scores = score_texts(model, tokenizer, detector, [r["text"] for r in records], progress="scoring",
+                         words=[len(r.get("visible", r["text"]).split()) for r in records])
     metrics = scorer_metrics(scores, records, fs.threshold)
-    # Per labelled set (lexical corpus, instructed, short lines): recall and false-positive rate.
+    # Per labelled set (lexical corpus, instructed, short lines) and per kind of short text (toxic
+    # lines, benign lines, everyday requests): recall and false-positive rate.
     sets, labels = np.array([r.get("set", "") for r in records]), np.array([r["label"] for r in records])
+    kinds = np.array([r.get("kind", "") for r in records])
     by_set = {name: {"toxic": subset_recall(scores, fs.threshold, (sets == name) & (labels == 1)),
                      "benign": subset_recall(scores, fs.threshold, (sets == name) & (labels == 0))}
               for name in sorted(set(sets))}
+    by_short_kind = {k: subset_recall(scores, fs.threshold, (sets == "short") & (kinds == k))
+                     for k in sorted(set(kinds[sets == "short"]))}
     print(json.dumps({"features": str(args.features), "detector_features": len(fs.features),
-                      "heldout": str(args.heldout), **metrics, "sets": by_set,
+                      "heldout": str(args.heldout), "short_shift": fs.short_shift, **metrics, "sets": by_set,
+                      "short_kinds": by_short_kind,
                       "frontier": frontier(scores, np.array([r["category"] for r in records]))},
                      indent=2))
 
