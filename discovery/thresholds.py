@@ -18,7 +18,10 @@ For a features file written before the shift existed (the shipped one), this mod
 chooses it the same way from the short lines' selection split (no generation needed:
 discovery/short_lines.py):
 
-    .venv/bin/python -m discovery.thresholds FEATURES [--write]
+    .venv/bin/python -m discovery.thresholds FEATURES [--write [--candidate]]
+
+`--candidate` writes the candidate shift even where the check rejects it, into a copy, say, so
+that `python -m discovery.compare` can show on a held-out file what the check kept out.
 """
 
 from __future__ import annotations
@@ -94,6 +97,8 @@ def main() -> None:
     parser.add_argument("features", type=Path)
     parser.add_argument("--write", action="store_true",
                         help="write short_words and short_shift into the file")
+    parser.add_argument("--candidate", action="store_true",
+                        help="with --write: the candidate shift, even where the cross-frame check rejects it")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     args = parser.parse_args()
 
@@ -125,7 +130,8 @@ def main() -> None:
                       "short_words": SHORT_WORDS, **asdict(choice)}, indent=2))
     if args.write:
         raw = json.loads(args.features.read_text())
-        raw["detector"] |= {"short_words": SHORT_WORDS, "short_shift": choice.shift}
+        raw["detector"] |= {"short_words": SHORT_WORDS,
+                            "short_shift": choice.candidate if args.candidate else choice.shift}
         args.features.write_text(json.dumps(raw, indent=2) + "\n")
 
 if __name__ == "__main__":
