@@ -42,7 +42,7 @@ def _scorer_tables(held: dict[str, Any]) -> list[str]:
     return lines
 
 
-def _checks(held: dict[str, Any], shift: float | None) -> list[str]:
+def _checks(held: dict[str, Any], shift: dict[str, Any] | None) -> list[str]:
     checks = held["checks"]
     lines = ["## Checks", "",
              "**Raw vs chat template** (instructed and short lines, each scored both ways; AUROC):", "",
@@ -61,9 +61,10 @@ def _checks(held: dict[str, Any], shift: float | None) -> list[str]:
         lines += [f"| {row['threshold']} | " + " | ".join(f"{row['flagged'][c]:.3f}" for c in cats) + " |"
                   for row in checks["frontier"]]
     lines += ["", "**Short texts** (at most 6 words), share flagged at 0.5"
-              + (f"; the detector adds {shift:g} to a short text's logit (discovery/thresholds.py: "
-                 "chosen on the selection split's short benign texts, 0 where it did not hold across "
-                 "frames), shown without it too:" if shift is not None else ":"), "",
+              + (f"; the detector adds {shift['shift']:g} to a short text's logit (discovery/thresholds.py: "
+                 f"candidate {shift['candidate']:g}, chosen on the selection split's short benign texts; "
+                 f"cross-frame estimate {100 * (shift['cross_frame_fpr'] or 0):.2f}% against 5%, used only "
+                 "within it), shown without it too:" if isinstance(shift, dict) else ":"), "",
               "| scorer | toxic lines | recall | benign lines | false-positive rate | everyday requests | "
               "false-positive rate |", "|---|---|---|---|---|---|---|"]
     for name, row in checks["short"].items():
@@ -130,7 +131,7 @@ def format_features_report(data: dict[str, Any]) -> str:
         "",
         *_scorer_tables(held),
         "",
-        *_checks(held, det.get("short_shift")),
+        *_checks(held, sel.get("short_shift")),
         "",
         *_data(data),
         "",
