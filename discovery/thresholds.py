@@ -15,8 +15,8 @@ the frames it was chosen on may not hold on new ones. The shift is therefore che
 frames first: for each selection frame, the threshold chosen without it must keep its benign flag
 rate low; where that rate averages above FPR_TARGET, the detector gets no shift.
 For a features file written before the shift existed (the shipped one), this module's command
-chooses it the same way from the short lines' selection split (no generation needed:
-discovery/short_lines.py):
+chooses it the same way from the short lines' selection split (the default split: seed 0, 40%
+held out; no generation needed: discovery/short_lines.py):
 
     .venv/bin/python -m discovery.thresholds FEATURES [--write [--candidate]]
 

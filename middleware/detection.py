@@ -16,12 +16,13 @@ attention sink) and special tokens are not scored.
 Short texts: a text of at most `short_words` words gets `short_shift` added inside the sigmoid.
 The max over tokens has fewer chances to climb on a six-word line than on a paragraph, so with
 one threshold for every length short toxic lines score low as a class ("You {word}!" flagged
-far less often than a corpus text holding the same word); the shift is chosen by
-`find-features` where the selection split's short benign texts score, and is the same as a
-lower threshold for short texts at any policy threshold. A prompt's length is known before it is
-scored (request_args["prompt_words"]); a completion's only once it has ended
-(request_args["completion_words"], and the `stop` gate's check at the end, serving/safety_gate.py):
-a stream still going is not judged as short, since every stream starts as a short text.
+far less often than a corpus text holding the same word); `find-features` chooses the shift where
+the selection split's short benign texts score, if it holds across frames, else 0
+(discovery/thresholds.py). It is the same as a lower threshold for short texts at any policy
+threshold. A prompt's length is known before it is scored (request_args["prompt_words"]); a
+completion's only once it has ended (request_args["completion_words"], and the `stop` gate's
+check at the end, serving/safety_gate.py): a stream still going is not judged as short, since
+every stream starts as a short text.
 
 Inside the engine the middleware only reports each token's activations of the m detector
 features (side output "toxicity_features", (T, m)); the server combines a request's tokens.
