@@ -183,15 +183,16 @@ class ResponsePostprocessor:
             released = [obj]
             if gate is not None:
                 released = gate.add(obj, tokens_after) + (gate.finish() if last else [])
+            stopped = gate is not None and gate.stopped  # then the stop chunk below carries `safety`
             for i, out in enumerate(released):
-                if last and i == len(released) - 1:
+                if last and not stopped and i == len(released) - 1:
                     # The last choice just finished: annotate this chunk (the contract's place for it).
                     safety = self.safety(buf, request_args, words())
                     out["safety"] = safety
                     yield sse(out, safety)
                 else:
                     yield sse(out)
-            if gate is not None and gate.stopped:
+            if stopped:
                 if not last:
                     await self._settle(buf, self._expected_tokens(usage, num_choices))
                 safety = self.safety(buf, request_args, words() if last else None)

@@ -193,3 +193,13 @@ def test_a_short_non_streamed_answer_is_scored_as_a_short_text(pp_short: Respons
 
     assert annotated("Oh, you clown.")["flagged"]
     assert not annotated("Oh, you clown, said the ringmaster to the new act.")["flagged"]
+
+
+def test_a_stop_at_the_end_annotates_only_the_stop_chunk(pp_short: ResponsePostprocessor) -> None:
+    # Hold-back 1: the first token goes out with the last chunk's arrival, then the end-of-response
+    # check stops the rest; `safety` rides on the stop chunk alone.
+    stop = _policy(completion_action="stop", holdback_tokens=1)
+    items = _run(pp_short, stop, 3, [LOW] * PROMPT, [MID, LOW])
+    sent = _sent(items)
+    assert _text(items) == "t0 " and sent[-1]["choices"][0]["finish_reason"] == "content_filter"
+    assert [("safety" in c) for c in sent].count(True) == 1 and sent[-1]["safety"]["completion"]["flagged"]
