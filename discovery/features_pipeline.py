@@ -151,9 +151,11 @@ def run_find_features(job: FindFeaturesJob) -> dict[str, Any]:
     detector = ToxicityDetector(sae, feature_set)
     held_texts = [t for t, h in zip(texts, held, strict=True) if h]
     held_idx = np.flatnonzero(held)
-    held_acts = [acts[offsets[i] : offsets[i + 1]] for i in held_idx]
-    det_scores = np.array([detector.text_score(a, int(n)) for a, n in zip(held_acts, words[held], strict=True)])
-    unshifted = np.array([detector.text_score(a) for a in held_acts])
+    # One SAE encode per text; its score with the short-text shift and without it.
+    held_rows = [detector.feature_acts(acts[offsets[i] : offsets[i + 1]]).tolist() for i in held_idx]
+    det_scores = np.array([detector.params.score(r, int(n))
+                           for r, n in zip(held_rows, words[held], strict=True)])
+    unshifted = np.array([detector.params.score(r) for r in held_rows])
     visible = [t["visible"] for t in held_texts]
     judge_scores = {name: np.array(get_judge(name).score(visible)) for name in JUDGES}
     scorers = {"detector": det_scores, **judge_scores}

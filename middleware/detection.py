@@ -166,11 +166,13 @@ class DetectorParams:
         """The logit shift for a text of `words` words (0.0 when unknown or not short)."""
         return self.short_shift if words is not None and 0 < words <= self.short_words else 0.0
 
-    def short_threshold(self, threshold: float) -> float:
-        """The unshifted score at which a short text reaches `threshold`."""
-        if threshold <= 0 or threshold >= 1:
+    def threshold_for(self, threshold: float, words: int | None) -> float:
+        """The unshifted score at which a text of `words` words reaches `threshold` (lower for a
+        short text; `threshold` itself otherwise)."""
+        shift = self.shift_for(words)
+        if not shift or threshold <= 0 or threshold >= 1:
             return threshold
-        return _sigmoid(math.log(threshold / (1 - threshold)) - self.short_shift)
+        return _sigmoid(math.log(threshold / (1 - threshold)) - shift)
 
     def running(self, rows: Sequence[Sequence[float] | None]) -> list[float]:
         """(n,) score of each prefix 1..t of the text (non-decreasing). A row that is None or

@@ -64,11 +64,6 @@ class ResponsePostprocessor:
         # Whatever else a middleware reports (e.g. a test hook's own section) rides along.
         return safety | {k: v for k, v in found.items() if k not in safety}
 
-    def _short_rule(self, threshold: float) -> tuple[int, float] | None:
-        """(words, threshold) for a response that ends short, where the detector has a short-text shift."""
-        d = self._detector
-        return (d.short_words, d.short_threshold(threshold)) if d is not None and d.short_shift > 0 else None
-
     async def _settle(self, buf: RequestSideOutputs, expected: int) -> None:
         """Wait (bounded) until the side outputs of `expected` tokens have arrived."""
         if not self._annotators:
@@ -128,8 +123,7 @@ class ResponsePostprocessor:
         usage: dict[str, Any] | None = None
         prompt_checked = plan.prompt_action != "block"
         scores = _CompletionScores(self._detector, buf)
-        gate = (CompletionGate(plan, lambda: scores.update((usage or {}).get("prompt_tokens")),
-                               short=self._short_rule(plan.completion_threshold))
+        gate = (CompletionGate(plan, lambda: scores.update((usage or {}).get("prompt_tokens")))
                 if plan.completion_action == "stop" else None)
         finished = 0
         sent_any = False
@@ -182,7 +176,9 @@ class ResponsePostprocessor:
                 await self._settle(buf, self._expected_tokens(usage, num_choices))
             released = [obj]
             if gate is not None:
-                released = gate.add(obj, tokens_after) + (gate.finish() if last else [])
+                d = self._detector  # at the end, a short response is held to a short text's threshold
+                end = d.threshold_for(plan.completion_threshold, words()) if d is not None and last else None
+                released = gate.add(obj, tokens_after) + (gate.finish(end) if last else [])
             stopped = gate is not None and gate.stopped  # then the stop chunk below carries `safety`
             for i, out in enumerate(released):
                 if last and not stopped and i == len(released) - 1:

@@ -64,17 +64,13 @@ class CompletionGate:
 
     `scores()` returns {completion token index: toxicity of the completion up to that token} for
     the tokens scored so far; `add` takes each content chunk with the cumulative completion token
-    count after it and returns the chunks that may be sent now. `short`: (words, threshold), the
-    detector's short-text rule for a response that ends within `words` words.
+    count after it and returns the chunks that may be sent now.
     """
 
-    def __init__(self, plan: SafetyPlan, scores: Callable[[], dict[int, float]],
-                 short: tuple[int, float] | None = None) -> None:
+    def __init__(self, plan: SafetyPlan, scores: Callable[[], dict[int, float]]) -> None:
         self.plan = plan
         self._scores = scores
-        self._short = short
         self._held: list[tuple[dict[str, Any], int]] = []  # (chunk, completion tokens after it)
-        self.text = ""  # the response so far, released or held
         self.flagged_at: int | None = None  # index of the first flagged completion token
 
     def _scored_prefix(self, scores: dict[int, float]) -> int:
@@ -95,7 +91,6 @@ class CompletionGate:
 
     def add(self, chunk: dict[str, Any], tokens_after: int) -> list[dict[str, Any]]:
         self._held.append((chunk, tokens_after))
-        self.text += "".join(choice_text(c) for c in chunk.get("choices") or [])
         return self.release()
 
     def release(self) -> list[dict[str, Any]]:
@@ -108,15 +103,15 @@ class CompletionGate:
             out.append(self._held.pop(0)[0])
         return out
 
-    def finish(self) -> list[dict[str, Any]]:
-        """At the end of the response (after the scores settled): everything held, unless flagged
-        (a short response: at the short-text threshold)."""
+    def finish(self, end_threshold: float | None = None) -> list[dict[str, Any]]:
+        """At the end of the response (after the scores settled): everything held, unless flagged.
+        `end_threshold`: what the whole response's score is held to now that its length is known
+        (the detector's, lower for a short response)."""
         self._check()
         scores = self._scores()
-        if self.flagged_at is None and self._short is not None and scores:
-            words, threshold = self._short
+        if self.flagged_at is None and end_threshold is not None and scores:
             last = max(scores)
-            if 0 < len(self.text.split()) <= words and scores[last] >= threshold:
+            if scores[last] >= end_threshold:
                 self.flagged_at = last
         if self.flagged_at is not None:
             return []

@@ -126,6 +126,7 @@ def test_short_text_shift_raises_only_short_texts_logit() -> None:
     for t in (0.3, 0.5, 0.7):
         lower = 1 / (1 + math.exp(-(math.log(t / (1 - t)) - 1.5)))
         assert (params.score(rows, words=3) >= t) == (params.score(rows) >= lower)
+        assert params.threshold_for(t, 3) == pytest.approx(lower) and params.threshold_for(t, 30) == t
     assert DetectorParams((1.0,), -800.0).score([[0.0]], words=2) == 0.0  # no overflow far out
 
 
