@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from discovery.activations import load_lm
-from discovery.evaluation import frontier, scorer_metrics, subset_recall
+from discovery.evaluation import frontier, non_lexical_by_set, scorer_metrics, subset_recall
 from discovery.scoring import score_texts
 from middleware.assets import EMBEDDED_HELDOUT
 from middleware.detection import FeatureSet, ToxicityDetector
@@ -43,8 +43,8 @@ def main() -> None:
     scores = score_texts(model, tokenizer, detector, [r["text"] for r in records], progress="scoring",
                          words=[len(r.get("visible", r["text"]).split()) for r in records])
     metrics = scorer_metrics(scores, records, fs.threshold)
-    # Per labelled set (lexical corpus, instructed, short lines) and per kind of short text (toxic
-    # lines, benign lines, everyday requests): recall and false-positive rate.
+    # Per labelled set (lexical corpus, instructed, short and templated lines) and per kind of short
+    # text (toxic lines, benign lines, everyday requests): recall and false-positive rate.
     sets, labels = np.array([r.get("set", "") for r in records]), np.array([r["label"] for r in records])
     kinds = np.array([r.get("kind", "") for r in records])
     by_set = {name: {"toxic": subset_recall(scores, fs.threshold, (sets == name) & (labels == 1)),
@@ -55,6 +55,7 @@ def main() -> None:
     print(json.dumps({"features": str(args.features), "detector_features": len(fs.features),
                       "heldout": str(args.heldout), "short_shift": fs.short_shift, **metrics, "sets": by_set,
                       "short_kinds": by_short_kind,
+                      "non_lexical_sets": non_lexical_by_set(scores, records, fs.threshold),
                       "frontier": frontier(scores, np.array([r["category"] for r in records]))},
                      indent=2))
 

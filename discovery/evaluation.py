@@ -19,7 +19,8 @@ from discovery.features import auroc
 from discovery.intervals import group_bootstrap
 from discovery.labelled import CATEGORIES, LEXICAL, NON_LEXICAL, TOXIC_CATEGORIES
 
-__all__ = ["FRONTIER_THRESHOLDS", "UNIONS", "frontier", "scorer_metrics", "subset_recall"]
+__all__ = ["FRONTIER_THRESHOLDS", "UNIONS", "frontier", "non_lexical_by_set", "scorer_metrics",
+           "subset_recall"]
 
 UNIONS: dict[str, tuple[str, ...]] = {"non-lexical": NON_LEXICAL, "lexical": LEXICAL, "all": TOXIC_CATEGORIES}
 
@@ -70,6 +71,24 @@ def scorer_metrics(scores: np.ndarray, texts: Sequence[dict[str, Any]], threshol
         positive = np.isin(category, cats)
         if positive.any() and benign.any():
             out["unions"][name] = {"texts": int(positive.sum()), "auroc": _rounded(auc_of(positive))}
+    return out
+
+
+def non_lexical_by_set(scores: np.ndarray, texts: Sequence[dict[str, Any]], threshold: float,
+                       n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:
+    """Per labelled set holding non-lexical toxic texts (the instructed sets, whose labels are
+    mostly wrong, and the templated lines, whose labels are right by construction): the scorer's
+    numbers on that set alone (its toxic lines against its own benign lines), so the two are
+    never read as one."""
+    sets = np.array([t.get("set", "") for t in texts])
+    category = np.array([t["category"] for t in texts])
+    out: dict[str, Any] = {}
+    for name in sorted(set(sets[np.isin(category, NON_LEXICAL)])):
+        mask = sets == name
+        m = scorer_metrics(np.asarray(scores)[mask], [t for t, k in zip(texts, mask, strict=True) if k],
+                           threshold, n_boot, seed)
+        if "non-lexical" in m["unions"]:
+            out[name] = {"auroc": m["unions"]["non-lexical"], "categories": m["categories"]}
     return out
 
 

@@ -2,8 +2,8 @@
 that gives short texts a lower one.
 
 Threshold: the lowest score at which at most FPR_BUDGET of the selection split's benign texts,
-and of its benign-hard texts, score at or above it (in-sample, so the budget is below the 5%
-target). `find-features` folds it into the bias, so 0.5 is the shipped threshold.
+and of its benign-hard texts, score at or above it (below the 5% target, for the noise of a
+selection split; `find-features` passes out-of-fold scores, discovery/features.py). `find-features` folds it into the bias, so 0.5 is the shipped threshold.
 
 Short-text shift: the max over tokens has fewer chances to climb on a line of a few words than on
 a paragraph, so one threshold for every length puts short toxic lines low as a class. The shift
@@ -15,7 +15,7 @@ the frames it was chosen on may not hold on new ones. The shift is therefore che
 frames first: for each selection frame, the threshold chosen without it must keep its benign flag
 rate low; where that rate averages above FPR_TARGET, the detector gets no shift.
 For a features file written before the shift existed (the shipped one), this module's command
-chooses it the same way from the short lines' selection split (the default split: seed 0, 40%
+chooses it the same way from the short and templated lines' selection split (the default split: seed 0, 40%
 held out; no generation needed: discovery/short_lines.py):
 
     .venv/bin/python -m discovery.thresholds FEATURES [--write [--candidate]]
@@ -111,17 +111,22 @@ def main() -> None:
     from discovery.scoring import load_detector, score_texts
     from discovery.short_lines import build_short, load_short
     from discovery.splits import HELDOUT
+    from discovery.templated import build_templated, load_templated
     from middleware.embedded import embedded_model_dir
     from middleware.settings import cache_dir
 
     torch.set_num_threads(args.threads)
     model_dir = embedded_model_dir()
-    path = build_short(cache_dir() / "discovery" / "smollm2-135m-instruct" / "short.jsonl", CorpusSpec())
+    work = cache_dir() / "discovery" / "smollm2-135m-instruct"
+    short_lines = load_short(build_short(work / "short.jsonl", CorpusSpec()))
+    templated = load_templated(build_templated(work / "templated.jsonl", CorpusSpec()))
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    texts = [t for t in labelled_texts([], [], tokenizer, short=load_short(path)) if t["split"] != HELDOUT]
+    # The selection split's short texts, as find-features sees them (the other sets have none).
+    texts = [t for t in labelled_texts([], [], tokenizer, short=short_lines, templated=templated)
+             if t["split"] != HELDOUT and is_short(t["visible"])]
     detector = load_detector(str(args.features))
     model, tokenizer = load_lm(model_dir)
-    scores = score_texts(model, tokenizer, detector, [t["text"] for t in texts], progress="short lines")
+    scores = score_texts(model, tokenizer, detector, [t["text"] for t in texts], progress="short texts")
     categories = np.array([t["category"] for t in texts])
     frames = np.array([t["frame"] for t in texts])
     short = np.ones(len(texts), dtype=bool)
