@@ -104,6 +104,7 @@ def _find_features(args: argparse.Namespace) -> int:
         model_dir=_setup(args), work_dir=_work_dir(args), sae_dir=args.sae or EMBEDDED_SAE,
         model_name=args.model_name,
         out=args.out or EMBEDDED_FEATURES, data=_data_spec(args), seed=args.seed,
+        signed=not args.nonneg_weights,
     )
     data = run_find_features(job)
     print(format_features_report(data))
@@ -145,4 +146,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--sae", type=Path, help="SAE directory (default: the shipped one)")
     p.add_argument("--out", type=Path, help="features file to write (default: the shipped features.json); "
                    "heldout.jsonl and features_report.md are written beside it")
+    p.add_argument("--nonneg-weights", action="store_true",
+                   help="only toxic evidence: non-negative detector weights (the form of the detectors "
+                   "shipped so far; default: weights of both signs, benign evidence counting against)")
     p.set_defaults(func=_find_features)

@@ -3,10 +3,14 @@
 "Breaking Bad Tokens" ranks features by activation strength and frequency on toxic text and
 then checks them by hand. Here every step is a measurement on a labelled selection split:
 1. the feature set: an L1-regularised logistic regression over every feature's (log) max
-   activation in each text keeps the few that carry toxicity; its strength is chosen on a
+   activation in each text keeps the few that carry the label; its strength is chosen on a
    validation part of the selection split (`fit_detector`);
-2. the detector: a logistic combination of those features with non-negative weights, in
-   exactly the form it runs in (middleware/detection.py);
+2. the detector: a logistic combination of those features, in exactly the form it runs in
+   (middleware/detection.py). Signed (the default of `find-features`): features that speak for a
+   benign reading ("kind", "help you move") count against the toxic ones, which is what lets a
+   detector tell "you are worthless" from "you are thoughtful" in the same frame (README,
+   "Signed weights", for what it does on held-out phrases). Non-negative (the form of the detectors shipped so far): only toxic evidence, so a text's
+   score can only grow as it is generated;
 3. per selected feature, the stats a person checks: AUROC of its max activation, mean
    activation and firing frequency in each class (`feature_stats`), and a threshold (Youden's J)
    for steering gates.
@@ -27,13 +31,21 @@ __all__ = [
     "FeatureStats",
     "auroc",
     "feature_stats",
+    "MAX_FEATURES",
     "fit_detector",
-    "fit_nonneg",
+    "fit_weights",
     "log_max",
+    "out_of_fold_scores",
     "precision_recall",
     "stratified_split",
     "youden_threshold",
 ]
+
+
+# The detector's features are a per-token side output of the engine, (T, m), which the server
+# combines token by token in Python (middleware/detection.py); m is bounded so that cost stays
+# small (the shipped detector has 40).
+MAX_FEATURES = 128
 
 
 def auroc(scores: np.ndarray, labels: np.ndarray) -> np.ndarray | float:
@@ -131,8 +143,8 @@ def log_max(per_text: Sequence[torch.Tensor]) -> np.ndarray:
 
 @dataclass
 class Detector:
-    """score(text) = sigmoid(bias + sum_i weights[i] * log1p(max over tokens of a_i)), weights >= 0:
-    the combination middleware/detection.py runs (see its docstring)."""
+    """score(text) = sigmoid(bias + sum_i weights[i] * log1p(max over tokens of a_i)): the
+    combination middleware/detection.py runs (see its docstring)."""
 
     features: list[int]
     weights: list[float]
@@ -144,34 +156,42 @@ class Detector:
         return 1.0 / (1.0 + np.exp(-z))
 
 
-def fit_nonneg(x: np.ndarray, y: np.ndarray, steps: int = 500, l2: float = 1e-3) -> tuple[list[float], float]:
-    """Logistic regression with non-negative weights (w = softplus(v)) on (N, m) features."""
+def fit_weights(x: np.ndarray, y: np.ndarray, *, signed: bool = False, steps: int = 500,
+                l2: float = 1e-3) -> tuple[list[float], float]:
+    """Logistic regression on (N, m) features, L2-penalised; weights non-negative (w = softplus(v))
+    unless `signed`."""
     xt = torch.tensor(x, dtype=torch.float32)
     yt = torch.tensor(y, dtype=torch.float32)
-    v = torch.full((x.shape[1],), -2.0, requires_grad=True)
+    v = torch.full((x.shape[1],), 0.0 if signed else -2.0, requires_grad=True)
     b = torch.zeros((), requires_grad=True)
     opt = torch.optim.LBFGS([v, b], lr=0.5, max_iter=steps, line_search_fn="strong_wolfe")
 
+    def weights() -> torch.Tensor:
+        return v if signed else torch.nn.functional.softplus(v)
+
     def closure() -> torch.Tensor:
         opt.zero_grad()
-        w = torch.nn.functional.softplus(v)
+        w = weights()
         loss = torch.nn.functional.binary_cross_entropy_with_logits(xt @ w + b, yt) + l2 * w.pow(2).sum()
         loss.backward()
         return loss
 
     opt.step(closure)
-    return [float(w) for w in torch.nn.functional.softplus(v).detach()], float(b.detach())
+    return [float(w) for w in weights().detach()], float(b.detach())
 
 
-def _l1_positive(x: np.ndarray, y: np.ndarray, c: float, seed: int) -> list[int]:
-    """Features with a positive weight in an L1-regularised logistic regression, strongest first."""
+def _l1_selected(x: np.ndarray, y: np.ndarray, c: float, seed: int, signed: bool,
+                 limit: int | None = None) -> list[int]:
+    """Features an L1-regularised logistic regression weights positively (or, `signed`, at all),
+    at most `limit` of them (the largest weights in magnitude), most toxic first."""
     from sklearn.linear_model import LogisticRegression
 
     lr = LogisticRegression(l1_ratio=1.0, C=c, solver="liblinear", max_iter=5000, random_state=seed)
     lr.fit(x, y)
     coef = lr.coef_[0]
-    pos = np.flatnonzero(coef > 0)
-    return [int(f) for f in pos[np.argsort(-coef[pos])]]
+    kept = np.flatnonzero(coef != 0 if signed else coef > 0)
+    kept = kept[np.argsort(-np.abs(coef[kept]))][:limit]
+    return [int(f) for f in kept[np.argsort(-coef[kept])]]
 
 
 def fit_detector(
@@ -182,35 +202,83 @@ def fit_detector(
     seed: int = 0,
     validation_fraction: float = 0.3,
     groups: Sequence[str] | None = None,
+    signed: bool = False,
+    max_features: int = MAX_FEATURES,
 ) -> tuple[Detector, list[dict[str, float]]]:
-    """Choose the toxicity feature set and fit the detector on (N, d) `log_max` features.
+    """Choose the detector's feature set and fit the detector on (N, d) `log_max` features.
 
-    The set is the features an L1-regularised logistic regression weights positively; its
+    The set is the features an L1-regularised logistic regression weights positively (`signed`:
+    weights at all, benign evidence included); its
     strength C is picked on a validation part of the given (selection) texts (whole `groups` on
     one side, e.g. frames, so validation texts share no frame with the fitting part, as held-out
-    texts share none with selection); then the detector (non-negative weights over that set) is
-    refitted on all of them. Returns the detector and, per C tried, the set size and validation AUROC.
+    texts share none with selection); then the detector (weights over that set, non-negative
+    unless `signed`) is refitted on all of them. A C whose set exceeds `max_features` is not
+    chosen, and the final set is cut to that many (largest weights). Returns the detector and, per
+    C tried, the set size, validation AUROC and whether it was chosen.
     """
     labels = np.asarray(labels).astype(int)
     val = stratified_split(labels, validation_fraction, seed + 1, groups)
     tried = []
     for c in cs:
-        feats = _l1_positive(log_max_acts[~val], labels[~val], c, seed)
+        feats = _l1_selected(log_max_acts[~val], labels[~val], c, seed, signed)
         if not feats:
             tried.append({"C": c, "features": 0, "validation_auroc": 0.5})
             continue
-        w, b = fit_nonneg(log_max_acts[~val][:, feats], labels[~val])
+        w, b = fit_weights(log_max_acts[~val][:, feats], labels[~val], signed=signed)
         scores = Detector(feats, w, b).scores(log_max_acts[val])
         tried.append({"C": c, "features": len(feats), "validation_auroc": float(auroc(scores, labels[val]))})
-    usable = [t for t in tried if t["features"]]
+    usable = [t for t in tried if 0 < t["features"] <= max_features]
     if usable:
         best = max(t["validation_auroc"] for t in usable)
         # The sparsest set within 0.002 of the best: fewer features, fewer false positives to explain.
         c = min((t for t in usable if t["validation_auroc"] >= best - 0.002), key=lambda t: (t["features"], t["C"]))["C"]
+    elif any(t["features"] for t in tried):  # every set too large: the strongest penalty tried
+        c = min(cs)
     else:  # too few texts for any C to keep a feature on the fitting part: the weakest penalty tried
         c = max(cs)
-    feats = _l1_positive(log_max_acts, labels, c, seed)
-    if not feats:
+    for t in tried:
+        t["chosen"] = t["C"] == c
+    det = _fit_at(log_max_acts, labels, c, seed, signed, max_features)
+    if det is None:
         raise RuntimeError("no SAE feature separates toxic from benign texts; is the corpus too small?")
-    w, b = fit_nonneg(log_max_acts[:, feats], labels)
-    return Detector(feats, w, b), tried
+    return det, tried
+
+
+def _fit_at(x: np.ndarray, y: np.ndarray, c: float, seed: int, signed: bool, max_features: int) -> Detector | None:
+    feats = _l1_selected(x, y, c, seed, signed, max_features)
+    if not feats:
+        return None
+    w, b = fit_weights(x[:, feats], y, signed=signed)
+    return Detector(feats, w, b)
+
+
+def out_of_fold_scores(log_max_acts: np.ndarray, labels: np.ndarray, groups: Sequence[str], detector: Detector,
+                       c: float, *, seed: int = 0, signed: bool = False, max_features: int = MAX_FEATURES,
+                       folds: int = 5) -> np.ndarray:
+    """(N,) each text's score by a detector chosen and fitted the same way (C = `c`) without the
+    fold its group is in: how the detector scores texts of frames it was not fitted on.
+
+    The operating points are read from these (discovery/thresholds.py). Read from the detector's
+    own in-sample scores, they would be set where a detector with many features has already
+    separated its training texts, and would flag far more than the budget on new frames. A fold
+    whose fitting part keeps no feature is scored with `detector`'s features, refitted without it.
+    """
+    labels = np.asarray(labels).astype(int)
+    names = np.unique(np.asarray(groups))
+    order = np.random.default_rng(seed + 2).permutation(len(names))
+    fold_of = {names[j]: i % folds for i, j in enumerate(order)}
+    fold = np.array([fold_of[g] for g in groups])
+    out = np.empty(len(labels))
+    for k in range(folds):
+        test, fit = fold == k, fold != k
+        if not test.any():
+            continue
+        if len(np.unique(labels[fit])) < 2:  # too few texts to fit without this fold: in-sample
+            out[test] = detector.scores(log_max_acts[test])
+            continue
+        det = _fit_at(log_max_acts[fit], labels[fit], c, seed, signed, max_features)
+        if det is None:
+            w, b = fit_weights(log_max_acts[fit][:, detector.features], labels[fit], signed=signed)
+            det = Detector(detector.features, w, b)
+        out[test] = det.scores(log_max_acts[test])
+    return out

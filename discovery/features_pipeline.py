@@ -8,7 +8,9 @@ the reported numbers.
 Operating points (discovery/thresholds.py): the threshold, where at most FPR_BUDGET of the
 selection split's benign and of its benign-hard texts score, folded into the bias so that 0.5 is
 the shipped threshold; and the short-text shift, which lowers it for texts of at most SHORT_WORDS
-words to where the selection split's short benign texts score.
+words to where the selection split's short benign texts score. Both are read from out-of-fold
+scores (discovery/features.py: each selection text scored by a detector fitted without its
+frame), not from the detector's in-sample scores.
 """
 
 from __future__ import annotations
@@ -27,22 +29,25 @@ import torch
 
 from discovery import seeds
 from discovery.activations import cached_activations, load_lm
-from discovery.evaluation import frontier, scorer_metrics, subset_recall
-from discovery.features import feature_stats, fit_detector, log_max, youden_threshold
+from discovery.evaluation import frontier, non_lexical_by_set, scorer_metrics, subset_recall
+from discovery.features import feature_stats, fit_detector, log_max, out_of_fold_scores, youden_threshold
 from discovery.instructed import FILTER_RULES, KINDS
 from discovery.judges import JUDGES, get_judge
 from discovery.labelled import VIEWS, DataSpec, build_labelled, chat_view, load_labelled
 from discovery.report import write_features_report
 from discovery.scoring import score_texts
 from discovery.splits import HELDOUT
+from discovery.templated import load_templated, templated_summary
 from discovery.thresholds import FPR_BUDGET, SHORT_WORDS, is_short, operating_point, short_shift
 from discovery.wordlist import profanity_words
 from middleware.detection import FeatureSet, ToxicityDetector
 from middleware.sae import load_sae
 
-__all__ = ["FindFeaturesJob", "filter_table", "run_find_features"]
+__all__ = ["UNSHIFTED", "FindFeaturesJob", "filter_table", "run_find_features"]
 
 logger = logging.getLogger(__name__)
+
+UNSHIFTED = "detector without the short-text shift"
 
 
 @dataclass(frozen=True)
@@ -55,6 +60,7 @@ class FindFeaturesJob:
     data: DataSpec = field(default_factory=DataSpec)
     seed: int = 0
     n_boot: int = 1000
+    signed: bool = True  # detector weights of both signs (discovery/features.py); False: non-negative
 
 
 def filter_table(instructed: list[dict[str, Any]]) -> dict[str, dict[str, int]]:
@@ -125,9 +131,12 @@ def run_find_features(job: FindFeaturesJob) -> dict[str, Any]:
         x = np.concatenate([log_max([sae.encode(acts[offsets[i] : offsets[i + 1]].float())])  # (1, d_sae)
                             for i in range(len(texts))])  # (N, d_sae)
     frames = [f"{t['set']}:{t['frame']}" for t in texts]
-    det, tried = fit_detector(x[sel], labels[sel], seed=job.seed, groups=[f for f, s in zip(frames, sel) if s])
+    sel_frames = [f for f, s in zip(frames, sel) if s]
+    det, tried = fit_detector(x[sel], labels[sel], seed=job.seed, groups=sel_frames, signed=job.signed)
     chosen = det.features
-    sel_scores = det.scores(x[sel])
+    c = next(t["C"] for t in tried if t["chosen"])
+    # The operating points are read from scores of frames each detector was not fitted on.
+    sel_scores = out_of_fold_scores(x[sel], labels[sel], sel_frames, det, c, seed=job.seed, signed=job.signed)
     t_star = operating_point(sel_scores, categories[sel])
     # Fold the operating point into the bias, so that score 0.5 is the threshold chosen on selection.
     bias = det.bias - math.log(t_star / (1 - t_star))
@@ -158,7 +167,9 @@ def run_find_features(job: FindFeaturesJob) -> dict[str, Any]:
     unshifted = np.array([detector.params.score(r) for r in held_rows])
     visible = [t["visible"] for t in held_texts]
     judge_scores = {name: np.array(get_judge(name).score(visible)) for name in JUDGES}
-    scorers = {"detector": det_scores, **judge_scores}
+    # The detector without its short-text shift too: a shift puts short texts on another scale, so
+    # AUROC over texts of mixed lengths reads the unshifted scores as the one ranking.
+    scorers = {"detector": det_scores, UNSHIFTED: unshifted, **judge_scores}
     metrics = {name: scorer_metrics(s, held_texts, 0.5, job.n_boot, job.seed) for name, s in scorers.items()}
     views = np.array([t["view"] for t in held_texts])
     held_labels = labels[held]
@@ -169,10 +180,12 @@ def run_find_features(job: FindFeaturesJob) -> dict[str, Any]:
                                            job.n_boot, job.seed)["unions"] for name, s in scorers.items()}
                   for v in VIEWS},
         "frontier": frontier(det_scores, categories[held]),
+        "non_lexical_sets": {name: non_lexical_by_set(s, held_texts, 0.5, job.n_boot, job.seed)
+                             for name, s in scorers.items()},
         "short": {name: {"toxic": subset_recall(s, 0.5, held_short & (held_labels == 1)),
                          "benign": subset_recall(s, 0.5, held_short & (held_labels == 0) & ~requests),
                          "requests": subset_recall(s, 0.5, requests)}
-                  for name, s in {**scorers, "detector without the short-text shift": unshifted}.items()},
+                  for name, s in scorers.items()},
         "first_word": _first_word_checks(model, tokenizer, detector, held_texts, det_scores, "alt-profanity-check"),
         "seed_phrases": [{"text": t, "detector": round(float(s), 4)} for t, s in
                          zip(seeds.HARD_NEGATIVES, score_texts(model, tokenizer, detector, list(seeds.HARD_NEGATIVES)),
@@ -182,10 +195,13 @@ def run_find_features(job: FindFeaturesJob) -> dict[str, Any]:
         "features": [{**asdict(stats[j]), "index": f, "gate_threshold": g, "weight": w}
                      for j, (f, g, w) in enumerate(zip(chosen, gate, det.weights, strict=True))],
         "selection": {"texts": int(sel.sum()), "toxic": int(labels[sel].sum()), "size_search": tried,
+                      "weights": "signed" if job.signed else "non-negative",
                       "operating_point_before_folding": t_star, "fpr_budget": FPR_BUDGET, "seed": job.seed,
+                      "operating_point_scores": "out-of-fold (5 folds by frame)",
                       "short_texts": int((sel & short).sum()), "short_shift": asdict(shift)},
         "data": {"spec": asdict(job.data), "filter": filter_table(instructed),
                  "samples": _samples(instructed, job.seed),
+                 "templated": templated_summary(load_templated(paths[3]), job.seed),
                  "texts": {c: {"selection": int((sel & (categories == c)).sum()),
                                "heldout": int((held & (categories == c)).sum())} for c in sorted(set(categories))}},
         "heldout": {"texts": int(held.sum()), "toxic": int(held_labels.sum()), "scorers": metrics, "checks": checks,

@@ -45,7 +45,8 @@ def _scorer_tables(held: dict[str, Any]) -> list[str]:
 def _checks(held: dict[str, Any], shift: dict[str, Any] | None) -> list[str]:
     checks = held["checks"]
     lines = ["## Checks", "",
-             "**Raw vs chat template** (instructed and short lines, each scored both ways; AUROC):", "",
+             "**Raw vs chat template** (instructed, short and templated lines, each scored both ways; "
+             "AUROC):", "",
              "| view | scorer | " + " | ".join(next(iter(next(iter(checks["views"].values())).values()))) + " |",
              "|---|---|" + "---|" * len(next(iter(next(iter(checks["views"].values())).values())))]
     for view, by_scorer in checks["views"].items():
@@ -60,6 +61,7 @@ def _checks(held: dict[str, Any], shift: dict[str, Any] | None) -> list[str]:
                   "| threshold | " + " | ".join(cats) + " |", "|---|" + "---|" * len(cats)]
         lines += [f"| {row['threshold']} | " + " | ".join(f"{row['flagged'][c]:.3f}" for c in cats) + " |"
                   for row in checks["frontier"]]
+    lines += _by_set(checks.get("non_lexical_sets"))  # absent from files written before the templated lines
     lines += ["", "**Short texts** (at most 6 words), share flagged at 0.5"
               + (f"; the detector adds {shift['shift']:g} to a short text's logit (discovery/thresholds.py: "
                  f"candidate {shift['candidate']:g}, chosen on the selection split's short benign texts; "
@@ -87,11 +89,32 @@ def _checks(held: dict[str, Any], shift: dict[str, Any] | None) -> list[str]:
     return lines
 
 
+def _by_set(by_scorer: dict[str, Any] | None) -> list[str]:
+    if not by_scorer:
+        return []
+    cats = [c for c in TOXIC_CATEGORIES if c != "profanity"]
+    lines = ["", "**Beyond the lexicon, per set**: the non-lexical categories of each set on their "
+             "own (toxic lines against the same set's benign lines). The instructed lines' labels are "
+             "mostly wrong (the model is off-task, see Labelled data); the templated lines' are right by "
+             "construction, and no kept templated line holds a word of the profanity list "
+             "(discovery/templated.py). Recall and false-positive rate at 0.5:", "",
+             "| set | scorer | AUROC non-lexical | " + " | ".join(f"recall {c}" for c in cats)
+             + " | false-positive rate, the set's benign lines |", "|---|---|---|" + "---|" * (len(cats) + 1)]
+    for name, sets in by_scorer.items():
+        for set_name, m in sets.items():
+            recall = [_ci(m["categories"][c]["recall"]) if c in m["categories"] else "—" for c in cats]
+            fpr = m["categories"].get("benign", {}).get("false_positive_rate")
+            lines.append(f"| {set_name} ({m['auroc']['texts']} toxic) | {_SCORER_NAMES.get(name, name)} | "
+                         f"{_ci(m['auroc']['auroc'])} | " + " | ".join(recall)
+                         + f" | {_ci(fpr) if fpr else '—'} |")
+    return lines
+
+
 def _data(data: dict[str, Any]) -> list[str]:
     d = data["data"]
     lines = ["## Labelled data", "",
-             "Texts per category and split (an instructed or short line counts twice: raw and in the chat "
-             "template):", "",
+             "Texts per category and split (an instructed, short or templated line counts twice: raw and in "
+             "the chat template):", "",
              "| category | selection | held-out |", "|---|---|---|"]
     lines += [f"| {c} | {n['selection']} | {n['heldout']} |" for c, n in d["texts"].items()]
     rules = [r for r in next(iter(d["filter"].values())) if r not in ("asked", "kept")]
@@ -107,6 +130,15 @@ def _data(data: dict[str, Any]) -> list[str]:
         lines.append(f"- **{kind}**: " + " / ".join(f"\u201c{t}\u201d" for t in s["kept"]))
         if s["dropped"]:
             lines.append("  - dropped: " + " / ".join(f"({r}) \u201c{t.strip()[:160]}\u201d" for r, t in s["dropped"]))
+    if d.get("templated"):  # files written before the templated lines have none
+        lines += ["", "Templated lines (discovery/templated.py): per kind, lines made, kept, dropped "
+                  "because the profanity word list hits them, the share of kept lines "
+                  "`alt-profanity-check` calls toxic (>= 0.5), and a seeded sample:", "",
+                  "| kind | category | lines | kept | dropped (word list) | judge flags | sample |",
+                  "|---|---|---|---|---|---|---|"]
+        lines += [f"| {k} | {r['category']} | {r['lines']} | {r['kept']} | {r['dropped_wordlist']} | "
+                  f"{r['judge_flags']:.0%} | " + " / ".join(f"\u201c{t}\u201d" for t in r["samples"]) + " |"
+                  for k, r in d["templated"].items()]
     return lines
 
 
@@ -120,7 +152,9 @@ def format_features_report(data: dict[str, Any]) -> str:
         "around a word, discovery/short_lines.py) are labelled by the judge `alt-profanity-check` (toxic at "
         ">= 0.7: category profanity; benign at <= 0.3 with no word of the "
         "better-profanity list); the instructed sets are labelled by the instruction the model was given, after "
-        "the filter below. Frames and subjects are split before generation, so no held-out text shares a frame or "
+        "the filter below; the templated lines (discovery/templated.py: neutral frames filled with a hostile "
+        "or a benign phrase, no word of the profanity list) by their template. Frames and subjects are split "
+        "before generation, so no held-out text shares a frame or "
         f"a subject with a selection text. Selection split: {sel['texts']} texts ({sel['toxic']} toxic); held-out "
         f"split: {held['texts']} texts ({held['toxic']} toxic), never used for ranking, fitting or thresholds. "
         f"Intervals: {held['intervals']}. The judges score the readable text (the line, not the chat template); "
@@ -138,12 +172,15 @@ def format_features_report(data: dict[str, Any]) -> str:
         "## Selected features",
         "",
         "The features an L1-regularised logistic regression over every feature's log max activation keeps "
-        "(positive weights), its strength C chosen on a validation part of the selection split (whole frames "
+        + ("(any nonzero weight: benign evidence counts against), " if sel.get("weights") == "signed"
+           else "(positive weights), ")
+        + "its strength C chosen on a validation part of the selection split (whole frames "
         "held apart): "
         + ", ".join(f"C={t['C']}: {t['features']} features, AUROC {t['validation_auroc']:.4f}"
-                    for t in sel["size_search"])
+                    + (" (chosen)" if t.get("chosen") else "") for t in sel["size_search"])
         + f". Operating point: the lowest score that flags at most {sel['fpr_budget']:.0%} of the selection split's "
-        f"benign and benign-hard texts ({sel['operating_point_before_folding']:.4f}, folded into the bias). Per "
+        f"benign and benign-hard texts as scored {sel.get('operating_point_scores', 'in-sample')} "
+        f"({sel['operating_point_before_folding']:.4f}, folded into the bias). Per "
         "feature, on the selection split: AUROC of its max activation, mean max activation and firing frequency in "
         "each class, its detector weight and its steering-gate threshold.",
         "",

@@ -6,12 +6,16 @@ completion so far) with tokens 1..t:
 
     score(1..t) = sigmoid(bias + sum_i weights[i] * log1p(max_{s <= t} a_i(s)))    in [0, 1]
 
-where a_i(s) is feature i's SAE activation at token s and weights >= 0. Each feature counts
-with its strongest occurrence, and evidence from different features adds up ("Breaking Bad
-Tokens" reads toxic features by activation strength). As generation goes, the score of the
-completion so far can only grow, so the first token that takes it over a threshold is where a
-`stop` policy ends the output (serving/safety_gate.py). The first token of a sequence (the
-attention sink) and special tokens are not scored.
+where a_i(s) is feature i's SAE activation at token s. Each feature counts with its strongest
+occurrence, and evidence from different features adds up ("Breaking Bad Tokens" reads toxic
+features by activation strength). A positive weight is toxic evidence; a negative one (a signed
+detector, discovery/features.py) is benign evidence: "you are" followed by "thoughtful" rather
+than "worthless". The first token that takes the score of the completion so far over a threshold
+is where a `stop` policy ends the output (serving/safety_gate.py): with weights >= 0 the score can
+only grow as generation goes; with signed weights it can fall again once benign evidence arrives,
+so a `stop` gate judges each prefix as it comes and a prefix that reads toxic stops the output even
+if what would have followed reads benign. Only the toxic features are steered (FeatureSet.tiers).
+The first token of a sequence (the attention sink) and special tokens are not scored.
 
 Short texts: a text of at most `short_words` words gets `short_shift` added inside the sigmoid.
 The max over tokens has fewer chances to climb on a six-word line than on a paragraph, so with
@@ -65,7 +69,7 @@ class FeatureSet:
     sae_path: str  # absolute once loaded
     sae_id: str
     features: list[int]  # the detector's features, best first
-    weights: list[float]  # (m,) >= 0, per unit of activation
+    weights: list[float]  # (m,) per unit of log activation; > 0 toxic evidence, < 0 benign
     bias: float
     threshold: float = 0.5  # the score at which a text counts as flagged (a policy may override it)
     gate_thresholds: list[float] = field(default_factory=list)  # (m,) per-feature activation cut
@@ -130,9 +134,10 @@ class FeatureSet:
         if self.tier_recipes is not None:
             return recipe_presets(self.tier_recipes, self.features, self.weights, self.gate_thresholds,
                                   self.typical_activation)
-        gate = _median(self.gate_thresholds) or 1.0
-        typical = _median(self.typical_activation) or 1.0
-        return default_tiers(self.features, light_threshold=gate, medium_threshold=gate / 2,
+        toxic = [i for i, w in enumerate(self.weights) if w > 0]  # negative weights: benign evidence, not steered
+        gate = _median([self.gate_thresholds[i] for i in toxic] if self.gate_thresholds else []) or 1.0
+        typical = _median([self.typical_activation[i] for i in toxic] if self.typical_activation else []) or 1.0
+        return default_tiers([self.features[i] for i in toxic], light_threshold=gate, medium_threshold=gate / 2,
                              medium_clamp=-typical, strong_add=-2 * typical)
 
 
@@ -147,7 +152,7 @@ def _median(xs: Sequence[float]) -> float | None:
 class DetectorParams:
     """The detector's combination, without the SAE: what the server needs to score side outputs."""
 
-    weights: tuple[float, ...]  # (m,) >= 0
+    weights: tuple[float, ...]  # (m,) > 0 toxic evidence, < 0 benign
     bias: float
     short_words: int = 0
     short_shift: float = 0.0
@@ -175,8 +180,8 @@ class DetectorParams:
         return _sigmoid(math.log(threshold / (1 - threshold)) - shift)
 
     def running(self, rows: Sequence[Sequence[float] | None]) -> list[float]:
-        """(n,) score of each prefix 1..t of the text (non-decreasing). A row that is None or
-        has NaNs (a token that is not scored) leaves the score where it was."""
+        """(n,) score of each prefix 1..t of the text (non-decreasing where weights >= 0). A row that
+        is None or has NaNs (a token that is not scored) leaves the score where it was."""
         score = RunningScore(self)
         return [score.add(row) for row in rows]
 

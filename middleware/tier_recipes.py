@@ -2,7 +2,8 @@
 
 `steergate calibrate` measures candidate tiers with the evaluation harness and writes the winners
 to `tiers.json` beside the features file. A recipe names no feature index: it says which of the
-detector's features to steer (the top k by detector weight), how (add / clamp / ablate), how hard
+detector's toxic features to steer (the top k by detector weight, of those weighted positively: a
+signed detector's negative features are benign evidence, never steered), how (add / clamp / ablate), how hard
 (in units of each feature's own typical activation on toxic text), and where (a gate that opens
 where a feature fires above a multiple of its own gate threshold). So the file stays meaningful
 when `find-features` reselects the features; the calibration should still be rerun then, since
@@ -41,7 +42,7 @@ class TierRecipe:
     mode: Mode
     strength: float = 0.0  # x each feature's typical activation (add: the amount, clamp: the target)
     gate: float | None = None  # x each feature's gate threshold; None: ungated
-    top_k: int | None = None  # the k detector features of largest weight; None: all of them
+    top_k: int | None = None  # the k detector features of largest positive weight; None: all of them
     steer_positions: SteerPositions | None = None  # None: the middleware's default
 
     def __post_init__(self) -> None:
@@ -67,8 +68,8 @@ class TierRecipe:
 
         features, weights, gate_thresholds, typical_activation: (m,) each, as in the file.
         """
-        m = len(features)
-        order = sorted(range(m), key=lambda i: -weights[i])[: self.top_k or m]
+        toxic = [i for i in range(len(features)) if weights[i] > 0]
+        order = sorted(toxic, key=lambda i: -weights[i])[: self.top_k or len(toxic)]
         chosen = sorted(order)  # keep the file's order among the chosen
         # Files written before these statistics existed: unit scale.
         typical = [typical_activation[i] if typical_activation else 1.0 for i in chosen]

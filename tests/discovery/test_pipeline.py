@@ -13,7 +13,7 @@ import json
 import pytest
 
 from discovery.corpus import CorpusSpec, load_corpus
-from discovery.features_pipeline import FindFeaturesJob, run_find_features
+from discovery.features_pipeline import UNSHIFTED, FindFeaturesJob, run_find_features
 from discovery.instructed import FILTER_RULES, InstructedSpec, load_instructed
 from discovery.labelled import DataSpec
 from discovery.train import TrainSpec
@@ -76,7 +76,7 @@ def test_find_features_writes_features_report_and_heldout(trained: tuple[TrainSA
     assert fs.features and len(fs.weights) == len(fs.features) and all(w >= 0 for w in fs.weights)
     assert fs.sae_path == str(job.out_dir.resolve())
     held = data["heldout"]
-    assert set(held["scorers"]) == {"detector", "alt-profanity-check", "better-profanity"}
+    assert set(held["scorers"]) == {"detector", UNSHIFTED, "alt-profanity-check", "better-profanity"}
     for m in held["scorers"].values():
         lexical = m["unions"]["lexical"]["auroc"]
         assert 0 <= lexical[0] <= 1 and lexical[1] <= lexical[2]
@@ -91,12 +91,18 @@ def test_find_features_writes_features_report_and_heldout(trained: tuple[TrainSA
     # The short-text shift, chosen on the selection split, only ever raises a short text's score.
     assert fs.short_words == 6 and fs.short_shift in (0.0, data["selection"]["short_shift"]["candidate"])
     shifted = held["checks"]["short"]["detector"]
-    unshifted = held["checks"]["short"]["detector without the short-text shift"]
+    unshifted = held["checks"]["short"][UNSHIFTED]
     assert shifted["toxic"]["flagged"] >= unshifted["toxic"]["flagged"]
     # Everyday short requests join the short lines; the report counts the held-out ones.
     short_file = [json.loads(x) for x in (job.work_dir / "short.jsonl").read_text().splitlines()]
     assert any(r["kind"] == "short_request" for r in short_file)
     assert shifted["requests"]["texts"] == sum(r["kind"] == "short_request" for r in rows)
+    # Templated lines (beyond the lexicon) are scored in both views and reported as a set of their own.
+    templated = [r for r in rows if r["set"] == "templated"]
+    assert {r["view"] for r in templated} == {"raw", "chat"} and {r["label"] for r in templated} == {0, 1}
+    by_set = held["checks"]["non_lexical_sets"]["detector"]
+    assert by_set["templated"]["auroc"]["texts"] == sum(r["label"] == 1 for r in templated)
+    assert set(data["data"]["templated"]) >= {"templated_insult", "templated_threat_contrast"}
     assert "the detector adds" in (out.parent / "features_report.md").read_text()
     frontier = held["checks"]["frontier"]  # lower thresholds flag at least as much of every category
     thresholds = [row["threshold"] for row in frontier]
@@ -106,3 +112,4 @@ def test_find_features_writes_features_report_and_heldout(trained: tuple[TrainSA
         assert flagged == sorted(flagged) and all(0 <= f <= 1 for f in flagged)
     report = (out.parent / "features_report.md").read_text()
     assert "Held-out split" in report and "Labelled data" in report
+    assert "Beyond the lexicon, per set" in report and "Templated lines" in report

@@ -12,8 +12,9 @@ from discovery.features import (
     auroc,
     feature_stats,
     fit_detector,
-    fit_nonneg,
+    fit_weights,
     log_max,
+    out_of_fold_scores,
     precision_recall,
     stratified_split,
     youden_threshold,
@@ -67,13 +68,52 @@ def test_fit_detector_keeps_the_separating_features_with_nonnegative_weights() -
     assert [t["C"] for t in tried] == [0.05, 0.5]
 
 
+def test_signed_detector_counts_benign_evidence_against() -> None:
+    """Same frame, a toxic or a benign word: only a signed detector can use the benign word's feature."""
+    rng = np.random.default_rng(1)
+    labels = (rng.random(400) < 0.5).astype(int)
+    per_text = []
+    for y in labels:
+        a = torch.tensor(rng.random((6, 20)) * 0.3, dtype=torch.float32)
+        a[0, 2] = 4.0  # the frame's feature, in every text
+        a[3, 7 if y else 11] = float(rng.uniform(0.5, 5.0))  # a toxic word's feature, or a benign word's
+        per_text.append(a)
+    x = log_max(per_text)
+    det, _ = fit_detector(x, labels, cs=(0.1, 1.0), signed=True)
+    weight = dict(zip(det.features, det.weights, strict=True))
+    assert weight[7] > 0 and weight[11] < 0
+    assert det.features[0] == 7 and det.features[-1] == 11  # most toxic first, most benign last
+    assert auroc(det.scores(x), labels) > 0.99
+    nonneg, _ = fit_detector(x, labels, cs=(0.1, 1.0))
+    assert 11 not in nonneg.features and all(w >= 0 for w in nonneg.weights)
+    capped, tried = fit_detector(x, labels, cs=(0.1, 1.0), signed=True, max_features=1)
+    assert capped.features == [7] and sum(t["chosen"] for t in tried) == 1
+
+
+def test_out_of_fold_scores_do_not_see_their_own_frame() -> None:
+    """Each frame has a feature of its own and one label: in-sample, a detector learns the frames;
+    out of fold it can only use the (weak) real signal, as on a held-out frame."""
+    rng = np.random.default_rng(2)
+    frames = np.repeat(np.arange(40), 10)  # 40 frames x 10 texts
+    labels = (np.arange(40) % 2)[frames]  # a frame is all toxic or all benign
+    x = rng.random((400, 60)) * 0.2
+    x[np.arange(400), 20 + frames] = 2.0  # the frame's own feature
+    x[:, 3] += labels * rng.random(400) * 0.5  # weak real signal
+    groups = [f"frame{f}" for f in frames]
+    det, tried = fit_detector(x, labels, cs=(1.0,), signed=True, max_features=60)
+    inside = auroc(det.scores(x), labels)
+    oof = out_of_fold_scores(x, labels, groups, det, 1.0, signed=True, max_features=60)
+    assert oof.shape == (400,) and ((oof >= 0) & (oof <= 1)).all()
+    assert inside > 0.99 and auroc(oof, labels) < inside - 0.1
+
+
 def test_detector_scores_match_the_runtime_combination() -> None:
     det = Detector(features=[1, 3], weights=[2.0, 0.5], bias=-4.0)
     x = log_max([torch.tensor([[0.0, 1.0, 0.0, 0.0], [0.0, 3.0, 0.0, 2.0]]), torch.zeros(0, 4)])
     expected = 1 / (1 + np.exp(-(-4.0 + 2.0 * np.log1p(3.0) + 0.5 * np.log1p(2.0))))
     assert det.scores(x)[0] == pytest.approx(expected)
     assert det.scores(x)[1] == pytest.approx(1 / (1 + np.exp(4.0)))  # no tokens: no evidence
-    w, b = fit_nonneg(np.array([[0.0], [1.0], [0.0], [1.0]]), np.array([0, 1, 0, 1]))
+    w, b = fit_weights(np.array([[0.0], [1.0], [0.0], [1.0]]), np.array([0, 1, 0, 1]))
     assert w[0] > 0 and b < 0
 
 

@@ -39,6 +39,22 @@ def test_ungated_add_over_every_feature() -> None:
     assert preset["gate"] is None and preset["steer_positions"] == "both"
 
 
+def test_a_signed_detectors_benign_features_are_never_steered(tmp_path: Path) -> None:
+    weights = [0.5, -2.0, 1.0]  # feature 3 is benign evidence
+    preset = TierRecipe(mode="ablate", top_k=2).preset(FEATURES, weights, GATES, TYPICAL)
+    assert [i["feature"] for i in preset["interventions"]] == [7, 9]
+    everything = TierRecipe(mode="add", strength=-1.0).preset(FEATURES, weights, GATES, TYPICAL)
+    assert [i["feature"] for i in everything["interventions"]] == [7, 9]
+    # The starting points (no tiers file) steer the toxic features only, too.
+    src = FeatureSet.load(EMBEDDED_FEATURES)
+    raw = src.to_dict(src.sae_path)
+    raw["detector"]["weights"] = [-w if i % 2 else w for i, w in enumerate(src.weights)]
+    (tmp_path / "features.json").write_text(json.dumps(raw))
+    steered = {i["feature"] for tier in FeatureSet.load(tmp_path / "features.json").tiers().values()
+               for i in tier["interventions"]}
+    assert steered and steered <= set(src.features[0::2])
+
+
 @pytest.mark.parametrize("raw, message", [
     ({"mode": "boost"}, "mode must be one of"),
     ({"mode": "add", "top_k": 0}, "top_k"),
