@@ -1,12 +1,15 @@
 """What the in-graph detector costs per decode step: two features files side by side, in one run.
 
 The engine calls `SafetyMiddleware` once per step with the step's flattened batch; this times
-exactly that call (pure torch, CPU, fp32, the shipped SAE) for the features file at a git
-revision (the baseline, e.g. the one before a reselection) and the working tree's, interleaved
-so drift on a shared machine hits both alike, for a decode step (one token per request, nobody
-steered) and for a steered step (every request on tier `medium`).
+exactly that call (pure torch, CPU, fp32) for the features file at a git revision (the
+baseline, e.g. the one before a reselection) and the working tree's (or `--features FILE`, e.g.
+a detector on another layer's SAE), interleaved so drift on a shared machine hits both alike, for
+a decode step (one token per request, nobody steered) and for a steered step (every request on
+tier `medium`). The server's side of the detector is timed too: combining one token's m feature
+activations into the running score (RunningScore.add), which grows with m.
 
-    .venv/bin/python bench/detector_cost.py [--baseline e1d9eb1] [--requests 16] [--iters 400]
+    .venv/bin/python bench/detector_cost.py [--baseline e1d9eb1] [--features FILE] [--requests 16]
+                                            [--iters 400]
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from pathlib import Path
 import torch
 
 from middleware.assets import EMBEDDED_ASSETS, EMBEDDED_FEATURES
-from middleware.detection import FeatureSet, SafetyMiddleware
+from middleware.detection import FeatureSet, RunningScore, SafetyMiddleware
 from middleware.hooks import BatchLayout
 from middleware.sae import load_sae_config
 
@@ -49,12 +52,15 @@ def decode_step(requests: int, tier: str) -> BatchLayout:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--baseline", default="e1d9eb1", help="git revision of the baseline features file")
+    parser.add_argument("--features", type=Path, default=EMBEDDED_FEATURES,
+                        help="features file to compare with the baseline (default: the working tree's shipped one)")
     parser.add_argument("--requests", type=int, default=16)
     parser.add_argument("--iters", type=int, default=400)
     args = parser.parse_args()
     torch.manual_seed(0)
     with tempfile.TemporaryDirectory() as tmp:
-        files = {f"baseline ({args.baseline})": checkout_assets(args.baseline, Path(tmp)), "working tree": EMBEDDED_FEATURES}
+        other = "working tree" if args.features == EMBEDDED_FEATURES else args.features.parent.name
+        files = {f"baseline ({args.baseline})": checkout_assets(args.baseline, Path(tmp)), other: args.features}
         mids = {name: SafetyMiddleware(layer=load_sae_config(FeatureSet.load(path).sae_path).hook_layer, d_model=576,
                                        features_path=str(path)) for name, path in files.items()}
         stream = torch.randn(args.requests, 576) * 3  # (T, d)
@@ -71,6 +77,21 @@ def main() -> None:
                 m = len(mids[name].feature_set.features)
                 print(f"tier {tier:6s} {name:24s} {m:3d} features  median {statistics.median(ts) * 1e6:8.1f} us/step"
                       f"  ratio {statistics.median(ts) / base:.3f}")
+        # The server: one token's activations (m,) into the request's running score.
+        adds: dict[str, list[float]] = {name: [] for name in mids}
+        for i in range(args.iters):
+            for name, mid in (list(mids.items()) if i % 2 else list(mids.items())[::-1]):
+                score = RunningScore(mid.feature_set.params())
+                rows = torch.rand(16, len(mid.feature_set.features)).tolist()
+                start = time.perf_counter()
+                for row in rows:
+                    score.add(row)
+                adds[name].append((time.perf_counter() - start) / len(rows))
+        base = statistics.median(adds[next(iter(adds))])
+        for name, ts in adds.items():
+            m = len(mids[name].feature_set.features)
+            print(f"server {name:24s} {m:3d} features  median {statistics.median(ts) * 1e6:8.1f} us/token"
+                  f"  ratio {statistics.median(ts) / base:.3f}")
 
 
 if __name__ == "__main__":
