@@ -134,9 +134,10 @@ def run_find_features(job: FindFeaturesJob) -> dict[str, Any]:
     sel_frames = [f for f, s in zip(frames, sel) if s]
     det, tried = fit_detector(x[sel], labels[sel], seed=job.seed, groups=sel_frames, signed=job.signed)
     chosen = det.features
-    c = next(t["C"] for t in tried if t["chosen"])
+    chosen_c = next(t["C"] for t in tried if t["chosen"])
     # The operating points are read from scores of frames each detector was not fitted on.
-    sel_scores = out_of_fold_scores(x[sel], labels[sel], sel_frames, det, c, seed=job.seed, signed=job.signed)
+    sel_scores = out_of_fold_scores(x[sel], labels[sel], sel_frames, det, chosen_c, seed=job.seed,
+                                    signed=job.signed)
     t_star = operating_point(sel_scores, categories[sel])
     # Fold the operating point into the bias, so that score 0.5 is the threshold chosen on selection.
     bias = det.bias - math.log(t_star / (1 - t_star))

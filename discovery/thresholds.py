@@ -15,8 +15,10 @@ the frames it was chosen on may not hold on new ones. The shift is therefore che
 frames first: for each selection frame, the threshold chosen without it must keep its benign flag
 rate low; where that rate averages above FPR_TARGET, the detector gets no shift.
 For a features file written before the shift existed (the shipped one), this module's command
-chooses it the same way from the short and templated lines' selection split (the default split: seed 0, 40%
-held out; no generation needed: discovery/short_lines.py):
+chooses it by the same rule from the short and templated lines' selection split (the default
+split: seed 0, 40% held out; no generation needed), scored by the file's detector as it is:
+`find-features` reads out-of-fold scores instead, which a finished file cannot give, so for a
+detector fitted on this selection split the result is optimistic (the shipped one predates it):
 
     .venv/bin/python -m discovery.thresholds FEATURES [--write [--candidate]]
 

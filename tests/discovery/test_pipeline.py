@@ -13,6 +13,7 @@ import json
 import pytest
 
 from discovery.corpus import CorpusSpec, load_corpus
+from discovery.features import MAX_FEATURES
 from discovery.features_pipeline import UNSHIFTED, FindFeaturesJob, run_find_features
 from discovery.instructed import FILTER_RULES, InstructedSpec, load_instructed
 from discovery.labelled import DataSpec
@@ -73,7 +74,13 @@ def test_find_features_writes_features_report_and_heldout(trained: tuple[TrainSA
     assert all(r["line"] for r in instructed if r["dropped"] is None)
     assert {r["split"] for r in instructed} == {"selection", "heldout"}
     fs = FeatureSet.load(out)
-    assert fs.features and len(fs.weights) == len(fs.features) and all(w >= 0 for w in fs.weights)
+    assert fs.features and len(fs.weights) == len(fs.features) and len(fs.features) <= MAX_FEATURES
+    # Signed by default; only the toxic evidence (positive weights) is steered.
+    assert data["selection"]["weights"] == "signed" and any(w > 0 for w in fs.weights)
+    toxic = {f for f, w in zip(fs.features, fs.weights, strict=True) if w > 0}
+    steered = {i["feature"] for tier in fs.tiers().values() for i in tier["interventions"]}
+    assert steered and steered <= toxic
+    assert data["selection"]["operating_point_scores"].startswith("out-of-fold")
     assert fs.sae_path == str(job.out_dir.resolve())
     held = data["heldout"]
     assert set(held["scorers"]) == {"detector", UNSHIFTED, "alt-profanity-check", "better-profanity"}
