@@ -8,7 +8,8 @@ requests that invite hostility; benign material is its answers and continuations
 topics plus benign sentences that contain strong words (discovery/seeds.py). An
 independent judge (discovery/judges.py) labels every text; our detector never does. This is
 the lexical set: what it calls toxic is, nearly always, profanity. Insults, threats and
-dehumanising remarks without swear words come from discovery/instructed.py.
+dehumanising remarks without swear words come from discovery/instructed.py (the model asked for
+them) and discovery/templated.py (short hostile phrases in neutral frames).
 
 Frames (templates, seed sentences) and subjects (words, topics) are split into selection and
 held-out before generation (discovery/splits.py); a text is made only from a frame and a subject
