@@ -53,14 +53,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--baseline", default="e1d9eb1", help="git revision of the baseline features file")
     parser.add_argument("--features", type=Path, default=EMBEDDED_FEATURES,
-                        help="features file to compare with the baseline (default: the working tree's shipped one)")
+                        help="features file to compare with the baseline (default: the shipped one)")
     parser.add_argument("--requests", type=int, default=16)
     parser.add_argument("--iters", type=int, default=400)
     args = parser.parse_args()
     torch.manual_seed(0)
     with tempfile.TemporaryDirectory() as tmp:
         other = "working tree" if args.features == EMBEDDED_FEATURES else args.features.parent.name
-        files = {f"baseline ({args.baseline})": checkout_assets(args.baseline, Path(tmp)), other: args.features}
+        baseline = checkout_assets(args.baseline, Path(tmp))
+        files = {f"baseline ({args.baseline})": baseline, other: args.features}
         mids = {name: SafetyMiddleware(layer=load_sae_config(FeatureSet.load(path).sae_path).hook_layer, d_model=576,
                                        features_path=str(path)) for name, path in files.items()}
         stream = torch.randn(args.requests, 576) * 3  # (T, d)

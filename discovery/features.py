@@ -8,8 +8,9 @@ then checks them by hand. Here every step is a measurement on a labelled selecti
 2. the detector: a logistic combination of those features, in exactly the form it runs in
    (middleware/detection.py). Signed (the default of `find-features`): features that speak for a
    benign reading ("kind", "help you move") count against the toxic ones, which is what lets a
-   detector tell "you are worthless" from "you are thoughtful" in the same frame (README,
-   "Signed weights", for what it does on held-out phrases). Non-negative (the form of the detectors shipped so far): only toxic evidence, so a text's
+   detector tell "you are worthless" from "you are thoughtful" in the same frame (README, "Beyond
+   the lexicon: templated lines and signed weights", for what it does on held-out phrases).
+   Non-negative (the form of the detectors shipped so far): only toxic evidence, so a text's
    score can only grow as it is generated;
 3. per selected feature, the stats a person checks: AUROC of its max activation, mean
    activation and firing frequency in each class (`feature_stats`), and a threshold (Youden's J)
@@ -244,7 +245,8 @@ def fit_detector(
     return det, tried
 
 
-def _fit_at(x: np.ndarray, y: np.ndarray, c: float, seed: int, signed: bool, max_features: int) -> Detector | None:
+def _fit_at(x: np.ndarray, y: np.ndarray, c: float, seed: int, signed: bool,
+            max_features: int) -> Detector | None:
     feats = _l1_selected(x, y, c, seed, signed, max_features)
     if not feats:
         return None
@@ -252,9 +254,9 @@ def _fit_at(x: np.ndarray, y: np.ndarray, c: float, seed: int, signed: bool, max
     return Detector(feats, w, b)
 
 
-def out_of_fold_scores(log_max_acts: np.ndarray, labels: np.ndarray, groups: Sequence[str], detector: Detector,
-                       c: float, *, seed: int = 0, signed: bool = False, max_features: int = MAX_FEATURES,
-                       folds: int = 5) -> np.ndarray:
+def out_of_fold_scores(log_max_acts: np.ndarray, labels: np.ndarray, groups: Sequence[str],
+                       detector: Detector, c: float, *, seed: int = 0, signed: bool = False,
+                       max_features: int = MAX_FEATURES, folds: int = 5) -> np.ndarray:
     """(N,) each text's score by a detector chosen and fitted the same way (C = `c`) without the
     fold its group is in: how the detector scores texts of frames it was not fitted on.
 

@@ -3,7 +3,8 @@ that gives short texts a lower one.
 
 Threshold: the lowest score at which at most FPR_BUDGET of the selection split's benign texts,
 and of its benign-hard texts, score at or above it (below the 5% target, for the noise of a
-selection split; `find-features` passes out-of-fold scores, discovery/features.py). `find-features` folds it into the bias, so 0.5 is the shipped threshold.
+selection split; `find-features` passes out-of-fold scores, discovery/features.py) and folds it
+into the bias, so 0.5 is the shipped threshold.
 
 Short-text shift: the max over tokens has fewer chances to climb on a line of a few words than on
 a paragraph, so one threshold for every length puts short toxic lines low as a class. The shift

@@ -68,7 +68,7 @@ class FeatureSet:
     model_name: str
     sae_path: str  # absolute once loaded
     sae_id: str
-    features: list[int]  # the detector's features, best first
+    features: list[int]  # the detector's features, most toxic first
     weights: list[float]  # (m,) per unit of log activation; > 0 toxic evidence, < 0 benign
     bias: float
     threshold: float = 0.5  # the score at which a text counts as flagged (a policy may override it)
@@ -134,11 +134,12 @@ class FeatureSet:
         if self.tier_recipes is not None:
             return recipe_presets(self.tier_recipes, self.features, self.weights, self.gate_thresholds,
                                   self.typical_activation)
-        toxic = [i for i, w in enumerate(self.weights) if w > 0]  # negative weights: benign evidence, not steered
-        gate = _median([self.gate_thresholds[i] for i in toxic] if self.gate_thresholds else []) or 1.0
-        typical = _median([self.typical_activation[i] for i in toxic] if self.typical_activation else []) or 1.0
-        return default_tiers([self.features[i] for i in toxic], light_threshold=gate, medium_threshold=gate / 2,
-                             medium_clamp=-typical, strong_add=-2 * typical)
+        toxic = [i for i, w in enumerate(self.weights) if w > 0]  # negative: benign evidence, not steered
+        gates = [self.gate_thresholds[i] for i in toxic] if self.gate_thresholds else []
+        typicals = [self.typical_activation[i] for i in toxic] if self.typical_activation else []
+        gate, typical = _median(gates) or 1.0, _median(typicals) or 1.0
+        return default_tiers([self.features[i] for i in toxic], light_threshold=gate,
+                             medium_threshold=gate / 2, medium_clamp=-typical, strong_add=-2 * typical)
 
 
 def _median(xs: Sequence[float]) -> float | None:
