@@ -49,7 +49,7 @@ import torch
 from middleware.hooks import BatchLayout, HookResult
 from middleware.sae import SAE
 from middleware.steering import SAESteeringMiddleware
-from middleware.tier_recipes import TierRecipe, load_tier_recipes, recipe_presets, tiers_path_for
+from middleware.tier_recipes import TierRecipe, load_tier_recipes, recipe_presets, steerable, tiers_path_for
 from middleware.tiers import default_tiers
 
 __all__ = ["FEATURES_FORMAT", "TOXICITY_FEATURES", "DetectorParams", "FeatureSet", "RunningScore",
@@ -134,7 +134,7 @@ class FeatureSet:
         if self.tier_recipes is not None:
             return recipe_presets(self.tier_recipes, self.features, self.weights, self.gate_thresholds,
                                   self.typical_activation)
-        toxic = [i for i, w in enumerate(self.weights) if w > 0]  # negative: benign evidence, not steered
+        toxic = steerable(self.weights)
         gates = [self.gate_thresholds[i] for i in toxic] if self.gate_thresholds else []
         typicals = [self.typical_activation[i] for i in toxic] if self.typical_activation else []
         gate, typical = _median(gates) or 1.0, _median(typicals) or 1.0

@@ -28,11 +28,17 @@ from typing import Any
 from middleware.interventions import MODES, Mode
 from middleware.tiers import OFF_TIER, STEER_POSITIONS, SteerPositions
 
-__all__ = ["TIERS_FORMAT", "TierRecipe", "load_tier_recipes", "recipe_presets", "tiers_path_for",
+__all__ = ["TIERS_FORMAT", "TierRecipe", "load_tier_recipes", "recipe_presets", "steerable", "tiers_path_for",
            "write_tier_recipes"]
 
 TIERS_FORMAT = "steergate-tiers/1"
 _FIELDS = frozenset({"mode", "strength", "gate", "top_k", "steer_positions"})
+
+
+def steerable(weights: Sequence[float]) -> list[int]:
+    """Indices of the detector features a tier may steer: the toxic ones (positive weight). A
+    signed detector's negative-weight features are benign evidence and are never steered."""
+    return [i for i, w in enumerate(weights) if w > 0]
 
 
 @dataclass(frozen=True)
@@ -68,7 +74,7 @@ class TierRecipe:
 
         features, weights, gate_thresholds, typical_activation: (m,) each, as in the file.
         """
-        toxic = [i for i in range(len(features)) if weights[i] > 0]
+        toxic = steerable(weights)
         order = sorted(toxic, key=lambda i: -weights[i])[: self.top_k or len(toxic)]
         chosen = sorted(order)  # keep the file's order among the chosen
         # Files written before these statistics existed: unit scale.
