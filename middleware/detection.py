@@ -193,15 +193,28 @@ class RunningScore:
     def __init__(self, params: DetectorParams) -> None:
         self.params = params
         self._peak = [0.0] * len(params.weights)  # (m,) max activation so far
+        self._log_peak = [0.0] * len(params.weights)  # (m,) log1p of it
         self.logit = params.bias  # no evidence yet
         self.value = _sigmoid(self.logit)
 
     def add(self, row: Sequence[float] | None) -> float:
         """Take the next token's activations (m,) (None or NaNs: not scored); the text's score so far."""
-        if row is not None and not any(math.isnan(a) for a in row):
-            self._peak = [max(p, a) for p, a in zip(self._peak, row, strict=True)]
-            self.logit = self.params.bias + sum(w * math.log1p(p)
-                                                for w, p in zip(self.params.weights, self._peak, strict=True))
+        # sum() is NaN if any activation is (they are finite and >= 0 otherwise): one C-level pass.
+        if row is None or math.isnan(sum(row)):
+            return self.value
+        if len(row) != len(self._peak):
+            raise ValueError(f"a row of {len(row)} activations for a detector of {len(self._peak)} features")
+        # Only the features whose peak moved change the logit: a token raises a few of the m peaks, so
+        # this costs O(m) comparisons and O(moved) logs, not a whole recomputation per token.
+        peak, log_peak, weights = self._peak, self._log_peak, self.params.weights
+        moved = False
+        for i, a in enumerate(row):
+            if a > peak[i]:
+                log_a = math.log1p(a)
+                self.logit += weights[i] * (log_a - log_peak[i])
+                peak[i], log_peak[i] = a, log_a
+                moved = True
+        if moved:
             self.value = _sigmoid(self.logit)
         return self.value
 

@@ -79,6 +79,23 @@ def test_running_score_never_decreases_and_skips_unscored_tokens() -> None:
     assert params.score(rows) == running[-1] and params.score([]) == 0.0
 
 
+def test_running_score_updated_per_moved_peak_equals_the_whole_formula() -> None:
+    # Signed weights: benign evidence (a negative weight) can bring the score down again.
+    rng = torch.Generator().manual_seed(0)
+    weights = torch.randn(64, generator=rng).tolist()
+    params = DetectorParams(tuple(weights), -1.0)
+    rows = (torch.rand(50, 64, generator=rng) * (torch.rand(50, 64, generator=rng) < 0.1) * 3).tolist()
+    peak = torch.zeros(64)
+    running = params.running(rows)
+    for t, row in enumerate(rows):
+        peak = torch.maximum(peak, torch.tensor(row))
+        logit = -1.0 + float(torch.log1p(peak.double()) @ torch.tensor(weights, dtype=torch.float64))
+        assert running[t] == pytest.approx(1 / (1 + math.exp(-logit)), rel=1e-9, abs=1e-12)
+    assert running != sorted(running)  # it fell at least once
+    with pytest.raises(ValueError, match="a row of 3 activations for a detector of 64"):
+        params.running([[0.0, 1.0, 2.0]])
+
+
 def test_safety_middleware_scores_every_request_and_skips_first_and_special_tokens(tmp_path: Path) -> None:
     path = write_features(tmp_path, [3, 5], [1.0, 0.5], -2.0)
     mw = SafetyMiddleware(layer=3, d_model=D_IN, features_path=str(path), skip_token_ids=[0])
