@@ -48,7 +48,7 @@ def test_a_signed_detectors_benign_features_are_never_steered(tmp_path: Path) ->
     # The starting points (no tiers file) steer the toxic features only, too.
     src = FeatureSet.load(EMBEDDED_FEATURES)
     raw = src.to_dict(src.sae_path)
-    raw["detector"]["weights"] = [-w if i % 2 else w for i, w in enumerate(src.weights)]
+    raw["detector"]["weights"] = [-abs(w) if i % 2 else abs(w) for i, w in enumerate(src.weights)]
     (tmp_path / "features.json").write_text(json.dumps(raw))
     steered = {i["feature"] for tier in FeatureSet.load(tmp_path / "features.json").tiers().values()
                for i in tier["interventions"]}

@@ -21,16 +21,17 @@ BENIGN = "Give me three tips about gardening."
 
 def _heldout(label: int) -> list[dict[str, Any]]:
     rows = [json.loads(line) for line in EMBEDDED_HELDOUT.read_text().splitlines()]
-    return sorted((r for r in rows if r["label"] == label and r["source"] == "wordlist_insult"),
+    return sorted((r for r in rows if r["label"] == label and r["kind"] == "wordlist_insult"),
                   key=lambda r: -r["detector"])
 
 
 # A toxic prompt from the committed held-out split (model-written text the judge labels toxic),
 # the one the shipped detector scores highest: no hand-written toxic text in the tests either.
 TOXIC = _heldout(1)[0]["text"]
-# The first six words of a held-out toxic text: greedy decoding continues it into profanity a few
-# tokens in ("... no respect for you. I'm not going to talk about the latest f...").
-STOP_PROMPT = "Listen, you fuck, I don't have"
+# The first words of a held-out toxic text: greedy decoding continues it into profanity a few tokens
+# in (" are.\n\nI'm not a bitch, I'm a human..."), which the detector flags two tokens later.
+STOP_PROMPT = "Reply from user140: what a bitch you"
+STOP_WORD = "bitch"
 WEATHER = "The weather report for tomorrow says"
 
 
@@ -133,11 +134,11 @@ def _stream_text(client: openai.OpenAI, prompt: str, **kw: Any) -> tuple[str, st
 
 def test_streaming_stop_ends_before_the_toxic_tokens_and_sends_nothing_after(gateway_url: str) -> None:
     full, finish_open, open_safety = _stream_text(openai_client(gateway_url, PUBLIC_KEY), STOP_PROMPT)
-    assert finish_open == "length" and open_safety["completion"]["flagged"] and "fuck" in full
+    assert finish_open == "length" and open_safety["completion"]["flagged"] and STOP_WORD in full
     sent, finish, safety = _stream_text(openai_client(gateway_url, STOPPER_KEY), STOP_PROMPT)
     assert finish == "content_filter"
     # What went out is a strict prefix of the unstopped text, without the toxic words.
-    assert full.startswith(sent) and len(sent) < len(full) and "fuck" not in sent
+    assert full.startswith(sent) and len(sent) < len(full) and STOP_WORD not in sent
     assert safety is not None and safety["completion"]["flagged"] and safety["policy"] == "stopper"
 
 
@@ -153,7 +154,7 @@ def test_stop_without_streaming_returns_the_released_prefix(gateway_url: str) ->
     full = openai_client(gateway_url, PUBLIC_KEY).completions.create(**kw).choices[0].text
     r = openai_client(gateway_url, STOPPER_KEY).completions.create(**kw)
     assert r.choices[0].finish_reason == "content_filter"
-    assert full.startswith(r.choices[0].text) and "fuck" not in r.choices[0].text
+    assert full.startswith(r.choices[0].text) and STOP_WORD not in r.choices[0].text
     assert r.model_extra["safety"]["completion"]["flagged"]
     with pytest.raises(openai.BadRequestError, match="n must be 1"):
         openai_client(gateway_url, STOPPER_KEY).completions.create(model=MODEL, prompt=WEATHER, max_tokens=4, n=2)
