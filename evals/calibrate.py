@@ -75,6 +75,13 @@ CANDIDATES: list[TierRecipe] = [
     *(TierRecipe("clamp", strength=s, gate=g, top_k=20)
       for s, g in ((-1.75, 1.0), (-1.75, 1.5), (-2.0, 1.5))),
     *(TierRecipe("clamp", strength=s, gate=3.0, top_k=10) for s in (-3.0, -4.0)),
+    # Fifth round, on the signed layer-15 detector's features (2026-11-27): every gate at 1-1.5x
+    # opened on nearly every benign answer (75-98% changed) and no candidate cut 50% within +25%,
+    # while the 2x and 3x gates stayed shut on benign text; so stronger clamps and more features
+    # behind those gates.
+    *(TierRecipe("clamp", strength=s, gate=2.0, top_k=k)
+      for s, k in ((-3.0, 20), (-4.0, 20), (-2.0, 40), (-3.0, 40))),
+    *(TierRecipe("clamp", strength=s, gate=3.0, top_k=20) for s in (-4.0, -6.0)),
 ]
 
 
