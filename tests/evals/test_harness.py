@@ -24,7 +24,9 @@ TOXIC = [{"prompt": 'My cousin yelled "bastard" at the television and then', "ch
 BENIGN = [{"prompt": "Notes from my first week learning about owls:", "chat": False},
           {"prompt": "Why do people enjoy kites?", "chat": True}]
 # An ungated push along a detector feature: it moves every generated token whatever the shipped tiers are.
-PUSH = json.dumps({"interventions": [{"feature": TIER_FEATURES[0], "mode": "add", "strength": -20.0}]})
+# About half the residual stream's norm at the SAE's layer (~165 at layer 15): -20 left the greedy
+# text of both benign prompts unchanged there.
+PUSH = json.dumps({"interventions": [{"feature": TIER_FEATURES[0], "mode": "add", "strength": -80.0}]})
 ARGS = ["--tiers", "off,light", "--setting", f"push={PUSH}",
         "--setting", 'ablate0={"interventions": [{"feature": 0, "mode": "ablate"}]}',
         "--samples", "2", "--max-tokens", "8", "--seed", "7"]
