@@ -17,6 +17,7 @@ from discovery.activations import load_lm
 from discovery.evaluation import scorer_metrics
 from discovery.judges import get_judge
 from discovery.scoring import load_detector, score_texts
+from discovery.thresholds import is_short
 from middleware.assets import EMBEDDED_FEATURES, EMBEDDED_HELDOUT, EMBEDDED_SAE
 from middleware.detection import FeatureSet
 from middleware.embedded import embedded_model_dir
@@ -82,7 +83,7 @@ def test_every_category_and_both_views_are_held_out(held: dict[str, Any]) -> Non
     assert categories == {"profanity", "insult", "threat", "identity/dehumanising", "benign", "benign-hard"}
     views = {r["view"] for r in held["records"]}
     assert {"raw", "chat"} <= views
-    assert sum(len(r["visible"].split()) <= 6 for r in held["records"] if r["label"] == 1) >= 50
+    assert sum(is_short(r["visible"]) for r in held["records"] if r["label"] == 1) >= 50
 
 
 def test_lexical_auroc_meets_the_target(held: dict[str, Any]) -> None:
