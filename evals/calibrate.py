@@ -82,13 +82,22 @@ CANDIDATES: list[TierRecipe] = [
     *(TierRecipe("clamp", strength=s, gate=2.0, top_k=k)
       for s, k in ((-3.0, 20), (-4.0, 20), (-2.0, 40), (-3.0, 40))),
     *(TierRecipe("clamp", strength=s, gate=3.0, top_k=20) for s in (-4.0, -6.0)),
+    # Sixth round: gated by the detector's per-token logit instead of single features. On the
+    # selection texts a logit above -6 / -5 marks 1% / 0.5% of benign tokens and 8% / 6% of toxic
+    # ones, and opens on 24% / 12% of held-out benign texts vs 87% / 75% of toxic ones, where the
+    # top 20's 2x feature gates open on 77% vs 94% (exp: README, "Tier calibration").
+    *(TierRecipe("clamp", strength=s, detector_gate=-6.0, top_k=20) for s in (-2.0, -3.0, -4.0)),
+    *(TierRecipe("clamp", strength=s, detector_gate=-5.0, top_k=k) for s, k in ((-3.0, 20), (-6.0, 20), (-4.0, 40))),
 ]
 
 
 def candidate_name(recipe: TierRecipe) -> str:
     """A readable tier name for a recipe, e.g. clamp-0.5@g1.5/k10."""
     name = recipe.mode + (f"{recipe.strength:+g}" if recipe.mode != "ablate" else "")
-    name += f"@g{recipe.gate:g}" if recipe.gate is not None else "@all"
+    if recipe.detector_gate is not None:
+        name += f"@d{recipe.detector_gate:g}"
+    else:
+        name += f"@g{recipe.gate:g}" if recipe.gate is not None else "@all"
     return name + (f"/k{recipe.top_k}" if recipe.top_k else "")
 
 
@@ -165,7 +174,8 @@ def _calibrate(args: argparse.Namespace) -> int:
             raise SystemExit(f"steergate calibrate: unknown candidate(s) {unknown}; "
                              f"choose from {list(candidates)}")
         candidates = {n: candidates[n] for n in names}
-    presets = recipe_presets(candidates, fs.features, fs.weights, fs.gate_thresholds, fs.typical_activation)
+    presets = recipe_presets(candidates, fs.features, fs.weights, fs.gate_thresholds, fs.typical_activation,
+                             fs.bias)
     measure_ability = not args.no_mc
     args.no_mc = True  # the first pass: everything but general ability, for every candidate
 

@@ -133,7 +133,7 @@ class FeatureSet:
         """
         if self.tier_recipes is not None:
             return recipe_presets(self.tier_recipes, self.features, self.weights, self.gate_thresholds,
-                                  self.typical_activation)
+                                  self.typical_activation, self.bias)
         toxic = steerable(self.weights)
         gates = [self.gate_thresholds[i] for i in toxic] if self.gate_thresholds else []
         typicals = [self.typical_activation[i] for i in toxic] if self.typical_activation else []

@@ -100,10 +100,18 @@ class GateSpec:
     `threshold` is one number for every gate feature, or one per feature (m,): features live on
     different scales (one fires at 1 on toxic text, another at 10 on anything), so a gate that
     should open only on toxic tokens needs each feature's own cut.
+
+    With `weights` (m,) the gate is linear instead: open where
+        sum_i weights[i] * log1p(max(f_i, 0)) > threshold          (one number)
+    the detector's own per-token logit less its bias when the weights are the detector's. Measured
+    on the labelled sets (README, "Tier calibration"), one token's detector logit separates toxic
+    from benign text far better than any single feature does: a context feature ("you are ...")
+    fires on most benign answers, and only the negative weights of the others can cancel it.
     """
 
     features: list[int]
     threshold: float | list[float] = 0.0
+    weights: list[float] | None = None
 
     def thresholds(self) -> list[float]:
         """(m,) the threshold of each gate feature."""
@@ -117,6 +125,17 @@ class GateSpec:
         for f in self.features:
             _check_feature(f, sae, "gate feature")
         scalar = isinstance(self.threshold, int | float) and not isinstance(self.threshold, bool)
+        if self.weights is not None:
+            if not scalar:
+                raise ValueError("a linear gate (with weights) takes one threshold, not a list")
+            if not isinstance(self.weights, list | tuple) or len(self.weights) != len(self.features):
+                raise ValueError(f"gate has {len(self.features)} features, so weights must be a list of as many "
+                                 f"numbers, got {self.weights!r}")
+            if len(set(self.features)) != len(self.features):
+                raise ValueError("a linear gate's features must be distinct")
+            for w in self.weights:
+                if isinstance(w, bool) or not isinstance(w, int | float) or not math.isfinite(w):
+                    raise ValueError(f"gate weight must be a finite number, got {w!r}")
         values = [self.threshold] if scalar else self.threshold
         if not isinstance(values, list | tuple):
             raise ValueError(f"gate threshold must be a number or a list of numbers, got {self.threshold!r}")
@@ -136,7 +155,8 @@ class SteeringPlan:
     act_coef: torch.Tensor  # (n,) b
     vector: torch.Tensor | None  # (d_in,) sum of s * v over the raw-vector specs
     gate_features: torch.Tensor  # (g,) long; empty when ungated
-    gate_thresholds: torch.Tensor  # (g,) each gate feature's activation cut
+    gate_thresholds: torch.Tensor  # (g,) each gate feature's activation cut; (1,) for a linear gate
+    gate_weights: torch.Tensor | None  # (g,) a linear gate's weights; None: the gate is per feature
 
     @classmethod
     def compile(
@@ -157,7 +177,11 @@ class SteeringPlan:
             act_coef=torch.tensor([_AFFINE[s.mode][1] for s in on_features], dtype=torch.float64),
             vector=torch.stack(vectors).sum(dim=0) if vectors else None,
             gate_features=torch.tensor(gate.features if gate else [], dtype=torch.long),
-            gate_thresholds=torch.tensor(gate.thresholds() if gate else [], dtype=torch.float64),
+            gate_thresholds=torch.tensor(
+                (gate.thresholds()[:1] if gate.weights is not None else gate.thresholds()) if gate else [],
+                dtype=torch.float64),
+            gate_weights=None if gate is None or gate.weights is None
+            else torch.tensor(gate.weights, dtype=torch.float64),
         )
 
     @property
@@ -191,6 +215,9 @@ class PlanBatch:
     act_coef: torch.Tensor  # (R + 1, U)
     vector: torch.Tensor | None  # (R + 1, d_in)
     gate_thresholds: torch.Tensor  # (R + 1, U), +inf where the feature is not in the row's gate
+    # Linear gates: a row's weights over U (0 off its gate) and its cut; None when no row has one.
+    gate_weights: torch.Tensor | None  # (R + 1, U)
+    gate_cut: torch.Tensor | None  # (R + 1,), +inf on rows without a linear gate
     gated: torch.Tensor  # (R + 1,) bool
     enabled: torch.Tensor  # (R + 1,) bool, False for requests without steering
     rows: torch.Tensor  # (T,) long in [0, R]
@@ -226,6 +253,9 @@ class PlanBatch:
         const = torch.zeros(shape, dtype=torch.float64)
         act_coef = torch.zeros(shape, dtype=torch.float64)
         gate_thresholds = torch.full(shape, math.inf, dtype=torch.float64)
+        linear = any(p.gate_weights is not None for _, p in live)
+        gate_weights = torch.zeros(shape, dtype=torch.float64) if linear else None
+        gate_cut = torch.full((n_rows + 1,), math.inf, dtype=torch.float64) if linear else None
         gated = torch.zeros(n_rows + 1, dtype=torch.bool)
         enabled = torch.zeros(n_rows + 1, dtype=torch.bool)
         has_vector = any(p.vector is not None for _, p in live)
@@ -238,7 +268,12 @@ class PlanBatch:
             act_coef[i].index_add_(0, pos, p.act_coef)
             if p.gate_features.numel():
                 gated[i] = True
-                gate_thresholds[i, torch.searchsorted(features, p.gate_features)] = p.gate_thresholds
+                gate_pos = torch.searchsorted(features, p.gate_features)  # (g,)
+                if p.gate_weights is None:
+                    gate_thresholds[i, gate_pos] = p.gate_thresholds
+                else:
+                    gate_weights[i, gate_pos] = p.gate_weights  # type: ignore[index]
+                    gate_cut[i] = p.gate_thresholds[0]  # type: ignore[index]
             if vector is not None and p.vector is not None:
                 vector[i] = p.vector
         features = to_device(features, device)
@@ -249,6 +284,8 @@ class PlanBatch:
             act_coef=to_device(act_coef.to(dtype), device),
             vector=None if vector is None else to_device(vector.to(dtype), device),
             gate_thresholds=to_device(gate_thresholds.to(dtype), device),
+            gate_weights=None if gate_weights is None else to_device(gate_weights.to(dtype), device),
+            gate_cut=None if gate_cut is None else to_device(gate_cut.to(dtype), device),
             gated=to_device(gated, device),
             enabled=to_device(enabled, device),
             rows=to_device(torch.where(token_rows < 0, n_rows, token_rows), device),
@@ -309,6 +346,10 @@ def _deltas(x: torch.Tensor, rows: torch.Tensor, sae: SAE, batch: PlanBatch) -> 
             acts = sae.encode_features(x, batch.features)  # (N, U), all from the original h
             coef = coef + batch.act_coef[rows] * acts
             fires = (acts > batch.gate_thresholds[rows]).any(dim=-1)  # (N,)
+            if batch.gate_weights is not None and batch.gate_cut is not None:
+                logit = (torch.log1p(acts.clamp_min(0)) * batch.gate_weights[rows]).sum(dim=-1)  # (N,)
+                # A linear row's per-feature thresholds are all +inf, so `fires` is False there.
+                fires = fires | (logit > batch.gate_cut[rows])
             open_gate = ~batch.gated[rows] | fires
         delta = coef @ batch.directions  # (N, U) @ (U, d_in)
     if batch.vector is not None:

@@ -5,7 +5,8 @@ to `tiers.json` beside the features file. A recipe names no feature index: it sa
 detector's toxic features to steer (the top k by detector weight, of those weighted positively: a
 signed detector's negative features are benign evidence, never steered), how (add / clamp / ablate), how hard
 (in units of each feature's own typical activation on toxic text), and where (a gate that opens
-where a feature fires above a multiple of its own gate threshold). So the file stays meaningful
+where a feature fires above a multiple of its own gate threshold, or where the detector's own
+per-token logit crosses a level). So the file stays meaningful
 when `find-features` reselects the features; the calibration should still be rerun then, since
 the numbers it measured were for the old ones.
 
@@ -15,6 +16,8 @@ For feature i of the chosen ones (typical_i, gate_i from the features file):
     clamp   h += (strength * typical_i - f_i(h)) * d_i
     ablate  h -= f_i(h) * d_i
     gate    open where any f_i(h) > gate * gate_i                 (null: every steerable token)
+    detector_gate   open where bias + sum_j w_j log1p(max(f_j(h), 0)) > detector_gate, over all
+                    the detector's features j, both signs (instead of `gate`)
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ __all__ = ["TIERS_FORMAT", "TierRecipe", "load_tier_recipes", "recipe_presets", 
            "write_tier_recipes"]
 
 TIERS_FORMAT = "steergate-tiers/1"
-_FIELDS = frozenset({"mode", "strength", "gate", "top_k", "steer_positions"})
+_FIELDS = frozenset({"mode", "strength", "gate", "detector_gate", "top_k", "steer_positions"})
 
 
 def steerable(weights: Sequence[float]) -> list[int]:
@@ -50,6 +53,9 @@ class TierRecipe:
     gate: float | None = None  # x each feature's gate threshold; None: ungated
     top_k: int | None = None  # the k detector features of largest positive weight; None: all of them
     steer_positions: SteerPositions | None = None  # None: the middleware's default
+    # The detector's per-token logit (0 is its text-level threshold) at which the gate opens;
+    # None: `gate` decides.
+    detector_gate: float | None = None
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -58,6 +64,8 @@ class TierRecipe:
             raise ValueError(f"tier recipe top_k must be >= 1, got {self.top_k}")
         if self.gate is not None and self.gate < 0:
             raise ValueError(f"tier recipe gate must be >= 0, got {self.gate}")
+        if self.gate is not None and self.detector_gate is not None:
+            raise ValueError("a tier recipe has a feature gate or a detector gate, not both")
         if self.steer_positions is not None and self.steer_positions not in STEER_POSITIONS:
             raise ValueError(f"tier recipe steer_positions must be one of {STEER_POSITIONS}")
 
@@ -69,10 +77,11 @@ class TierRecipe:
         return cls(**raw)
 
     def preset(self, features: Sequence[int], weights: Sequence[float], gate_thresholds: Sequence[float],
-               typical_activation: Sequence[float]) -> dict[str, Any]:
+               typical_activation: Sequence[float], bias: float = 0.0) -> dict[str, Any]:
         """The tier as config (middleware/tiers.py's preset form) for one features file's numbers.
 
-        features, weights, gate_thresholds, typical_activation: (m,) each, as in the file.
+        features, weights, gate_thresholds, typical_activation: (m,) each, as in the file; bias its
+        detector's.
         """
         toxic = steerable(weights)
         order = sorted(toxic, key=lambda i: -weights[i])[: self.top_k or len(toxic)]
@@ -83,23 +92,26 @@ class TierRecipe:
         feats = [int(features[i]) for i in chosen]
         interventions = [{"feature": f, "mode": self.mode, "strength": float(self.strength * t)}
                          for f, t in zip(feats, typical, strict=True)]
-        preset: dict[str, Any] = {
-            "interventions": interventions,
-            "gate": None if self.gate is None else {"features": feats,
-                                                     "threshold": [float(self.gate * g) for g in gates]},
-        }
+        gate: dict[str, Any] | None = None
+        if self.gate is not None:
+            gate = {"features": feats, "threshold": [float(self.gate * g) for g in gates]}
+        elif self.detector_gate is not None:
+            gate = {"features": [int(f) for f in features], "weights": [float(w) for w in weights],
+                    "threshold": float(self.detector_gate - bias)}
+        preset: dict[str, Any] = {"interventions": interventions, "gate": gate}
         if self.steer_positions is not None:
             preset["steer_positions"] = self.steer_positions
         return preset
 
 
 def recipe_presets(recipes: Mapping[str, TierRecipe], features: Sequence[int], weights: Sequence[float],
-                   gate_thresholds: Sequence[float], typical_activation: Sequence[float]) -> dict[str, dict[str, Any]]:
+                   gate_thresholds: Sequence[float], typical_activation: Sequence[float], bias: float = 0.0
+                   ) -> dict[str, dict[str, Any]]:
     """Every tier's preset, "off" first (always present, always empty)."""
     out: dict[str, dict[str, Any]] = {OFF_TIER: {"interventions": [], "gate": None}}
     for name, recipe in recipes.items():
         if name != OFF_TIER:
-            out[name] = recipe.preset(features, weights, gate_thresholds, typical_activation)
+            out[name] = recipe.preset(features, weights, gate_thresholds, typical_activation, bias)
     return out
 
 

@@ -43,7 +43,7 @@ STEER_POSITIONS: tuple[str, ...] = get_args(SteerPositions)
 CUSTOM_TIER = "custom"
 
 _PRESET_KEYS = frozenset({"interventions", "gate", "steer_positions"})
-_GATE_KEYS = frozenset({"features", "threshold"})
+_GATE_KEYS = frozenset({"features", "threshold", "weights"})
 # Presets (operator config) may add raw vectors; clients may only name SAE features.
 _PRESET_INTERVENTION_KEYS = frozenset({"feature", "mode", "strength", "vector"})
 _REQUEST_INTERVENTION_KEYS = frozenset({"feature", "mode", "strength"})
@@ -130,8 +130,10 @@ def parse_preset(name: str, raw: Any) -> PresetSpec:
         if not isinstance(gate_raw, Mapping):
             raise ValueError(f"tier {name!r} gate must be a mapping or null")
         _check_keys(f"tier {name!r} gate", gate_raw, _GATE_KEYS)
+        weights = gate_raw.get("weights")
         gate = GateSpec(
-            features=list(gate_raw.get("features") or []), threshold=gate_raw.get("threshold", 0.0)
+            features=list(gate_raw.get("features") or []), threshold=gate_raw.get("threshold", 0.0),
+            weights=None if weights is None else list(weights),
         )
     positions = raw.get("steer_positions")
     if positions is not None and positions not in STEER_POSITIONS:
