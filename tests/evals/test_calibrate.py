@@ -34,7 +34,13 @@ def test_each_tier_takes_the_largest_cut_within_its_bounds() -> None:
     assert {t: c["candidate"] for t, c in chosen.items()} == {"light": a, "medium": b, "strong": c}
     assert all(c["met"] for c in chosen.values())
     assert chosen["light"]["recipe"] == {"mode": "ablate", "strength": 0.0, "gate": 3.0, "top_k": 5,
-                                         "steer_positions": None}
+                                         "steer_positions": None, "detector_gate": None}
+
+
+def test_candidate_names_say_the_gate() -> None:
+    assert candidate_name(TierRecipe("clamp", strength=-3.0, detector_gate=-6.0, top_k=20)) == "clamp-3@d-6/k20"
+    assert candidate_name(TierRecipe("clamp", strength=-0.5, gate=1.5, top_k=10)) == "clamp-0.5@g1.5/k10"
+    assert candidate_name(TierRecipe("ablate")) == "ablate@all"
 
 
 def test_unmet_target_falls_back_and_says_so() -> None:

@@ -284,6 +284,41 @@ def test_gate_thresholds_per_feature(sae: SAE, h: torch.Tensor) -> None:
     assert_close(out[fires], h[fires] + sae.W_dec[9])
 
 
+def test_a_linear_gate_opens_where_its_weighted_log_activations_cross_the_threshold(sae: SAE,
+                                                                                    h: torch.Tensor) -> None:
+    f = _partly_active_feature(sae, h)
+    g = _partly_active_feature(sae, h, skip=(f,))
+    acts = sae.encode(h)[:, [f, g]].clamp_min(0)  # (T, 2)
+    score = torch.log1p(acts) @ torch.tensor([1.0, -0.5])  # (T,) g is evidence against
+    threshold = float(score[score > 0].sort().values[:2].mean())  # the weakest positive token stays shut
+    fires = score > threshold
+    assert 0 < int(fires.sum()) < h.shape[0]
+    gate = GateSpec(features=[f, g], threshold=threshold, weights=[1.0, -0.5])
+    out, changed = apply_plan(h, sae, _plan(sae, InterventionSpec(feature=9, strength=1.0), gate=gate))
+    assert torch.equal(changed, fires)
+    assert_close(out[fires], h[fires] + sae.W_dec[9])
+    assert torch.equal(out[~fires], h[~fires])
+    # Batched beside a per-feature gate and an ungated plan, each row keeps its own rule.
+    per_feature = _plan(sae, InterventionSpec(feature=9, strength=1.0), gate=GateSpec(features=[f], threshold=0.0))
+    plans = [_plan(sae, InterventionSpec(feature=9, strength=1.0), gate=gate), per_feature,
+             _plan(sae, InterventionSpec(feature=9, strength=1.0))]
+    rows = torch.arange(h.shape[0]) % 3
+    _, batched = apply_steering(h, sae, PlanBatch.from_plans(plans, rows, sae))
+    expected = torch.where(rows == 0, fires, torch.where(rows == 1, sae.encode(h)[:, f] > 0, True))
+    assert torch.equal(batched, expected)
+
+
+@pytest.mark.parametrize(("gate", "message"), [
+    (GateSpec(features=[1, 2], threshold=[1.0, 2.0], weights=[1.0, 1.0]), "one threshold"),
+    (GateSpec(features=[1, 2], weights=[1.0]), "weights must be a list of as many"),
+    (GateSpec(features=[1, 1], weights=[1.0, 1.0]), "distinct"),
+    (GateSpec(features=[1, 2], weights=[1.0, math.nan]), "finite"),
+])
+def test_invalid_linear_gates_raise(sae: SAE, gate: GateSpec, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        SteeringPlan.compile([InterventionSpec(feature=1, strength=1.0)], sae, gate)
+
+
 @pytest.mark.parametrize(("threshold", "message"), [
     ([1.0], "2 features but 1 thresholds"),
     ([1.0, math.inf], "finite"),

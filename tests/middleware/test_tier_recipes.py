@@ -17,6 +17,7 @@ from middleware.tier_recipes import (
     tiers_path_for,
     write_tier_recipes,
 )
+from middleware.tiers import parse_preset
 
 FEATURES = [7, 3, 9]
 WEIGHTS = [0.5, 2.0, 1.0]
@@ -31,6 +32,17 @@ def test_preset_scales_by_each_features_statistics() -> None:
                                        {"feature": 9, "mode": "clamp", "strength": -4.0}]
     assert preset["gate"] == {"features": [3, 9], "threshold": [8.0, 4.0]}
     assert "steer_positions" not in preset
+
+
+def test_a_detector_gate_is_the_detectors_per_token_logit_over_all_its_features() -> None:
+    weights = [0.5, -2.0, 1.0]
+    preset = TierRecipe(mode="clamp", strength=-1.0, detector_gate=-6.0, top_k=1).preset(
+        FEATURES, weights, GATES, TYPICAL, bias=-9.0)
+    assert preset["interventions"] == [{"feature": 9, "mode": "clamp", "strength": -8.0}]
+    # bias + w . log1p(f) > -6  <=>  w . log1p(f) > 3: the benign-evidence feature counts too.
+    assert preset["gate"] == {"features": FEATURES, "weights": weights, "threshold": 3.0}
+    parsed = parse_preset("strong", preset).gate
+    assert parsed is not None and parsed.weights == weights and parsed.threshold == 3.0
 
 
 def test_ungated_add_over_every_feature() -> None:
@@ -60,6 +72,7 @@ def test_a_signed_detectors_benign_features_are_never_steered(tmp_path: Path) ->
     ({"mode": "add", "top_k": 0}, "top_k"),
     ({"mode": "add", "gate": -1}, "gate"),
     ({"mode": "add", "colour": 1}, "unknown key"),
+    ({"mode": "add", "gate": 2.0, "detector_gate": -6.0}, "not both"),
 ])
 def test_bad_recipes_are_errors(raw: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
