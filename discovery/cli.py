@@ -1,4 +1,4 @@
-"""`steergate train-sae` and `steergate find-features`: argument parsing for the two pipelines."""
+"""`steergate train-sae`, `labels`, `find-features` and `tier-gates`: argument parsing for the offline pipelines."""
 
 from __future__ import annotations
 
@@ -112,6 +112,17 @@ def _find_features(args: argparse.Namespace) -> int:
     return 0
 
 
+def _gates(args: argparse.Namespace) -> int:
+    from discovery.tier_gates import format_gates, run_gates
+    from middleware.assets import EMBEDDED_FEATURES
+
+    out = run_gates(_setup(args), _work_dir(args), _data_spec(args), args.features or EMBEDDED_FEATURES,
+                    args.top_k, [float(x) for x in args.multiples.split(",")],
+                    [float(x) for x in args.levels.split(",")])
+    print(f"gates of {out['features']}:\n" + format_gates(out["rows"]))
+    return 0
+
+
 def add_commands(sub: argparse._SubParsersAction) -> None:
     """Add both subcommands to the `steergate` parser's subparsers."""
     p = sub.add_parser("train-sae", help="train the embedded model's SAE (offline, CPU, resumable)",
@@ -150,3 +161,14 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                    help="only toxic evidence: non-negative detector weights (the form of the detectors "
                    "shipped so far; default: weights of both signs, benign evidence counting against)")
     p.set_defaults(func=_find_features)
+
+    p = sub.add_parser("tier-gates", help="how often tier gates open on toxic vs benign text (offline)",
+                       description="For a features file: the share of labelled tokens and of held-out texts "
+                       "where each kind of tier gate opens (feature gates at multiples of their thresholds, "
+                       "detector gates at logit levels), from find-features' cached activations.")
+    _corpus_args(p)
+    p.add_argument("--features", type=Path, help="features file (default: the shipped one)")
+    p.add_argument("--top-k", type=int, default=20, help="feature gates over the k heaviest toxic features (20)")
+    p.add_argument("--multiples", default="1,2,3", help="feature gate multiples (default 1,2,3)")
+    p.add_argument("--levels", default="-8,-7,-6,-5", help="detector gate logit levels (default -8,-7,-6,-5)")
+    p.set_defaults(func=_gates)

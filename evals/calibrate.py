@@ -82,10 +82,10 @@ CANDIDATES: list[TierRecipe] = [
     *(TierRecipe("clamp", strength=s, gate=2.0, top_k=k)
       for s, k in ((-3.0, 20), (-4.0, 20), (-2.0, 40), (-3.0, 40))),
     *(TierRecipe("clamp", strength=s, gate=3.0, top_k=20) for s in (-4.0, -6.0)),
-    # Sixth round: gated by the detector's per-token logit instead of single features. On the
-    # selection texts a logit above -6 / -5 marks 1% / 0.5% of benign tokens and 8% / 6% of toxic
-    # ones, and opens on 24% / 12% of held-out benign texts vs 87% / 75% of toxic ones, where the
-    # top 20's 2x feature gates open on 77% vs 94% (exp: README, "Tier calibration").
+    # Sixth round: gated by the detector's per-token logit instead of single features
+    # (`steergate tier-gates`): a logit above -6 / -5 opens on 0.9% / 0.3% of benign selection tokens
+    # and 7.8% / 4.9% of toxic ones, and on 24% / 7% of held-out benign texts vs 86% / 68% of toxic
+    # ones, where the top 20's 2x feature gates open on 77% vs 94%.
     *(TierRecipe("clamp", strength=s, detector_gate=-6.0, top_k=20) for s in (-2.0, -3.0, -4.0)),
     *(TierRecipe("clamp", strength=s, detector_gate=-5.0, top_k=k) for s, k in ((-3.0, 20), (-6.0, 20), (-4.0, 40))),
     # Seventh round: the sixth's detector gates stayed shut on 90% of benign answers (+3% perplexity)
