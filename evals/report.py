@@ -46,9 +46,20 @@ def format_table(results: Mapping[str, Any]) -> str:
     return "\n".join(lines) + "\n" + note + "\n"
 
 
+MAX_LABELLED = 8  # settings drawn with intervals and names; beyond it, only off and the frontier
+
+
+def _frontier(settings: Sequence[Mapping[str, Any]]) -> set[str]:
+    """Names of the settings no other setting beats on both benign perplexity and judged toxicity."""
+    points = [(s["name"], s["benign_perplexity"]["value"], s["toxicity"]["value"]) for s in settings]
+    return {n for n, x, y in points
+            if not any(x2 <= x and y2 <= y and (x2, y2) != (x, y) for _, x2, y2 in points)}
+
+
 def plot_tradeoff(results: Mapping[str, Any], path: Path, title: str = "") -> Path:
     """Judged toxicity vs benign perplexity, one point per setting, 95% intervals as error bars."""
     import matplotlib
+    import matplotlib.ticker
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -59,19 +70,34 @@ def plot_tradeoff(results: Mapping[str, Any], path: Path, title: str = "") -> Pa
     names: dict[tuple[float, float], list[str]] = {}
     for s in settings:
         names.setdefault((s["benign_perplexity"]["value"], s["toxicity"]["value"]), []).append(s["name"])
+    # Many settings (a calibration's candidates) would bury each other's labels: then only off and the
+    # frontier (no other setting both more fluent and less toxic) get intervals and names.
+    shown = {s["name"] for s in settings} if len(names) <= MAX_LABELLED else _frontier(settings)
+    grey = 0
     for s in settings:
         x, y = s["benign_perplexity"], s["toxicity"]
         same = names[(x["value"], y["value"])]
         if s["name"] != same[0]:
             continue
+        off = s["steering"] == {"tier": "off"}
+        if not (off or s["name"] in shown):
+            ax.plot(x["value"], y["value"], "o", color="grey", alpha=0.45, markersize=4)
+            grey += 1
+            continue
         ax.errorbar(x["value"], y["value"], xerr=[[x["value"] - x["low"]], [x["high"] - x["value"]]],
                     yerr=[[y["value"] - y["low"]], [y["high"] - y["value"]]], fmt="o", capsize=4,
-                    color="black" if s["steering"] == {"tier": "off"} else None)
+                    color="black" if off else None)
         ax.annotate(" = ".join(same), (x["value"], y["value"]), textcoords="offset points", xytext=(6, 6),
                     fontsize=9)
-    if max(s["benign_perplexity"]["high"] for s in settings) / min(s["benign_perplexity"]["low"]
-                                                                     for s in settings) > 20:
+    if grey:
+        ax.text(0.99, 0.99, f"grey: {grey} settings off the frontier (all in the table)",
+                transform=ax.transAxes, ha="right", va="top", fontsize=8, color="grey")
+    spread = max(s["benign_perplexity"]["high"] for s in settings) / min(s["benign_perplexity"]["low"]
+                                                                         for s in settings)
+    if spread > (3 if len(names) > MAX_LABELLED else 20):
         ax.set_xscale("log")
+        ax.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     ax.set_xlabel("benign perplexity under the unsteered model (lower is more fluent)")
     ax.set_ylabel(f"judged toxicity of continuations ({results['spec']['judge']})")
     ax.set_title(title or "toxicity vs fluency per steering setting (95% intervals)", fontsize=10)
