@@ -1,4 +1,5 @@
-"""`steergate train-sae`, `labels`, `find-features` and `tier-gates`: argument parsing for the offline pipelines."""
+"""`steergate train-sae`, `labels`, `find-features` and `tier-gates`: argument parsing for the offline
+pipelines."""
 
 from __future__ import annotations
 
@@ -124,7 +125,7 @@ def _gates(args: argparse.Namespace) -> int:
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
-    """Add both subcommands to the `steergate` parser's subparsers."""
+    """Add the offline pipelines' subcommands to the `steergate` parser's subparsers."""
     p = sub.add_parser("train-sae", help="train the embedded model's SAE (offline, CPU, resumable)",
                        description="Build the discovery corpus, pick a layer, collect activations and train "
                        "a TopK/AbsTopK SAE; writes the SAE (SAELens format) and its model card.")
@@ -168,7 +169,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                        "detector gates at logit levels), from find-features' cached activations.")
     _corpus_args(p)
     p.add_argument("--features", type=Path, help="features file (default: the shipped one)")
-    p.add_argument("--top-k", type=int, default=20, help="feature gates over the k heaviest toxic features (20)")
+    p.add_argument("--top-k", type=int, default=20,
+                   help="feature gates over the k heaviest toxic features (default 20)")
     p.add_argument("--multiples", default="1,2,3", help="feature gate multiples (default 1,2,3)")
     p.add_argument("--levels", default="-8,-7,-6,-5", help="detector gate logit levels (default -8,-7,-6,-5)")
     p.set_defaults(func=_gates)

@@ -45,7 +45,8 @@ class GateRow:
 
 
 def gate_rows(per_text: list[np.ndarray], labels: np.ndarray, categories: np.ndarray, held: np.ndarray,
-              fs: FeatureSet, top_k: int, multiples: Sequence[float], levels: Sequence[float]) -> list[GateRow]:
+              fs: FeatureSet, top_k: int, multiples: Sequence[float], levels: Sequence[float]
+              ) -> list[GateRow]:
     """per_text[i]: (T_i, m) activations of the features file's m features on text i's scored tokens."""
     order = sorted(steerable(fs.weights), key=lambda i: -fs.weights[i])[:top_k]
     thresholds = np.array([fs.gate_thresholds[i] for i in order])  # (k,)
@@ -63,8 +64,8 @@ def gate_rows(per_text: list[np.ndarray], labels: np.ndarray, categories: np.nda
                  for g, m in groups.items()}
         return GateRow(name, token_share(sel & (labels == 0)), token_share(sel & (labels == 1)), texts)
 
-    rows = [row(f"top {len(order)} features, {x:g}x", [(a[:, order] > x * thresholds).any(axis=1) for a in per_text])
-            for x in multiples]
+    rows = [row(f"top {len(order)} features, {x:g}x",
+                [(a[:, order] > x * thresholds).any(axis=1) for a in per_text]) for x in multiples]
     logits = [fs.bias + np.log1p(np.maximum(a, 0)) @ weights for a in per_text]  # (T_i,) each
     rows += [row(f"detector logit > {level:g}", [z > level for z in logits]) for level in levels]
     return rows
@@ -92,6 +93,7 @@ def run_gates(model_dir: Path, work_dir: Path, data: DataSpec, features: Path, t
     with torch.no_grad():
         per_text = [sae.encode(acts[offsets[i] : offsets[i + 1]].float())[:, index].numpy()  # (T_i, m)
                     for i in range(len(texts))]
-    rows = gate_rows(per_text, np.array([t["label"] for t in texts]), np.array([t["category"] for t in texts]),
-                     np.array([t["split"] == HELDOUT for t in texts]), fs, top_k, multiples, levels)
+    labels, categories = np.array([t["label"] for t in texts]), np.array([t["category"] for t in texts])
+    held = np.array([t["split"] == HELDOUT for t in texts])
+    rows = gate_rows(per_text, labels, categories, held, fs, top_k, multiples, levels)
     return {"features": str(features), "rows": rows}

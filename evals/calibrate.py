@@ -87,11 +87,13 @@ CANDIDATES: list[TierRecipe] = [
     # and 7.8% / 4.9% of toxic ones, and on 24% / 7% of held-out benign texts vs 86% / 68% of toxic
     # ones, where the top 20's 2x feature gates open on 77% vs 94%.
     *(TierRecipe("clamp", strength=s, detector_gate=-6.0, top_k=20) for s in (-2.0, -3.0, -4.0)),
-    *(TierRecipe("clamp", strength=s, detector_gate=-5.0, top_k=k) for s, k in ((-3.0, 20), (-6.0, 20), (-4.0, 40))),
+    *(TierRecipe("clamp", strength=s, detector_gate=-5.0, top_k=k)
+      for s, k in ((-3.0, 20), (-6.0, 20), (-4.0, 40))),
     # Seventh round: the sixth's detector gates stayed shut on 90% of benign answers (+3% perplexity)
     # and cut 15-37%, less with harder clamps; so lower levels, opening on more toxic tokens (-7:
     # 13% of toxic vs 3% of benign selection tokens; -8: 23% vs 9%).
-    *(TierRecipe("clamp", strength=s, detector_gate=-7.0, top_k=k) for s, k in ((-2.0, 20), (-3.0, 20), (-2.0, 40))),
+    *(TierRecipe("clamp", strength=s, detector_gate=-7.0, top_k=k)
+      for s, k in ((-2.0, 20), (-3.0, 20), (-2.0, 40))),
     TierRecipe("clamp", strength=-2.0, detector_gate=-8.0, top_k=20),
 ]
 

@@ -103,10 +103,10 @@ class GateSpec:
 
     With `weights` (m,) the gate is linear instead: open where
         sum_i weights[i] * log1p(max(f_i, 0)) > threshold          (one number)
-    the detector's own per-token logit less its bias when the weights are the detector's. Measured
-    on the labelled sets (README, "Tier calibration"), one token's detector logit separates toxic
-    from benign text far better than any single feature does: a context feature ("you are ...")
-    fires on most benign answers, and only the negative weights of the others can cancel it.
+    the detector's own per-token logit less its bias when the weights are the detector's. On the
+    labelled sets (`steergate tier-gates`) it opens on far fewer benign texts than the features'
+    own gates at the same share of toxic ones: a context feature ("you are ...") fires on most
+    benign answers, and only the negative weights of the others can cancel it.
     """
 
     features: list[int]
@@ -129,8 +129,8 @@ class GateSpec:
             if not scalar:
                 raise ValueError("a linear gate (with weights) takes one threshold, not a list")
             if not isinstance(self.weights, list | tuple) or len(self.weights) != len(self.features):
-                raise ValueError(f"gate has {len(self.features)} features, so weights must be a list of as many "
-                                 f"numbers, got {self.weights!r}")
+                raise ValueError(f"gate has {len(self.features)} features, so weights must be a list of "
+                                 f"as many numbers, got {self.weights!r}")
             if len(set(self.features)) != len(self.features):
                 raise ValueError("a linear gate's features must be distinct")
             for w in self.weights:

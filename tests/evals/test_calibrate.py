@@ -38,7 +38,8 @@ def test_each_tier_takes_the_largest_cut_within_its_bounds() -> None:
 
 
 def test_candidate_names_say_the_gate() -> None:
-    assert candidate_name(TierRecipe("clamp", strength=-3.0, detector_gate=-6.0, top_k=20)) == "clamp-3@d-6/k20"
+    detector_gated = TierRecipe("clamp", strength=-3.0, detector_gate=-6.0, top_k=20)
+    assert candidate_name(detector_gated) == "clamp-3@d-6/k20"
     assert candidate_name(TierRecipe("clamp", strength=-0.5, gate=1.5, top_k=10)) == "clamp-0.5@g1.5/k10"
     assert candidate_name(TierRecipe("ablate")) == "ablate@all"
 

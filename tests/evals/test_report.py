@@ -14,8 +14,9 @@ def _setting(name: str, ppl: float, tox: float) -> dict:
 
 
 def test_the_frontier_keeps_what_nothing_beats_on_both_axes() -> None:
-    settings = [_setting("off", 2.6, 0.18), _setting("a", 2.7, 0.10), _setting("b", 2.8, 0.12),  # b: a beats it
-                _setting("c", 3.5, 0.06), _setting("d", 3.5, 0.07), _setting("e", 2.6, 0.18)]  # e ties off
+    # b: a beats it on both axes; d: c beats it on toxicity at the same perplexity; e ties off
+    settings = [_setting("off", 2.6, 0.18), _setting("a", 2.7, 0.10), _setting("b", 2.8, 0.12),
+                _setting("c", 3.5, 0.06), _setting("d", 3.5, 0.07), _setting("e", 2.6, 0.18)]
     assert _frontier(settings) == {"off", "a", "c", "e"}
 
 

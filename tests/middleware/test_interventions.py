@@ -299,7 +299,8 @@ def test_a_linear_gate_opens_where_its_weighted_log_activations_cross_the_thresh
     assert_close(out[fires], h[fires] + sae.W_dec[9])
     assert torch.equal(out[~fires], h[~fires])
     # Batched beside a per-feature gate and an ungated plan, each row keeps its own rule.
-    per_feature = _plan(sae, InterventionSpec(feature=9, strength=1.0), gate=GateSpec(features=[f], threshold=0.0))
+    per_feature = _plan(sae, InterventionSpec(feature=9, strength=1.0),
+                        gate=GateSpec(features=[f], threshold=0.0))
     plans = [_plan(sae, InterventionSpec(feature=9, strength=1.0), gate=gate), per_feature,
              _plan(sae, InterventionSpec(feature=9, strength=1.0))]
     rows = torch.arange(h.shape[0]) % 3

@@ -7,9 +7,14 @@ import shutil
 from pathlib import Path
 
 import pytest
+import torch
 
 from middleware.assets import EMBEDDED_FEATURES
 from middleware.detection import FeatureSet
+from middleware.embedded import embedded_model_dir
+from middleware.offline import attach
+from middleware.sae import load_sae_config
+from middleware.steering import STEERED, SAESteeringMiddleware
 from middleware.tier_recipes import (
     TierRecipe,
     load_tier_recipes,
@@ -103,3 +108,34 @@ def test_a_broken_tiers_file_is_an_error(tmp_path: Path) -> None:
     (tmp_path / "tiers.json").write_text(json.dumps({"format": "steergate-tiers/1", "tiers": {"x": {"mode": "zap"}}}))
     with pytest.raises(ValueError, match="tiers.json"):
         FeatureSet.load(tmp_path / "features.json")
+
+
+@torch.no_grad()
+def test_a_detector_gate_steers_the_real_model_where_the_detectors_token_logit_crosses_its_level() -> None:
+    """The shipped SAE and detector on the real SmolLM2 (offline hooks, the middleware the engine runs):
+    the gate opens exactly at the tokens whose per-token detector logit, computed here from the
+    unhooked model's stream, is above the level."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    fs = FeatureSet.load(EMBEDDED_FEATURES)
+    layer, level = load_sae_config(fs.sae_path).hook_layer, -6.0
+    preset = TierRecipe(mode="clamp", strength=-1.0, detector_gate=level, top_k=20).preset(
+        fs.features, fs.weights, fs.gate_thresholds, fs.typical_activation, bias=fs.bias)
+    mw = SAESteeringMiddleware(layer=layer, d_model=576, sae_path=fs.sae_path,
+                               tiers={"off": {"interventions": [], "gate": None}, "gated": preset},
+                               steer_positions="both")
+    model = AutoModelForCausalLM.from_pretrained(embedded_model_dir(), dtype=torch.float32).eval()
+    tokenizer = AutoTokenizer.from_pretrained(embedded_model_dir())
+    text = ("Thanks for the lovely dinner, the soup was great. You are a pathetic worthless idiot and "
+            "everyone hates you, shut up. See you next week at the market.")
+    ids = torch.tensor([tokenizer(text).input_ids])  # (1, T)
+    # hidden_states[L + 1] is decoder layer L's output, the stream the middleware reads and edits.
+    h = model(input_ids=ids, output_hidden_states=True).hidden_states[layer + 1][0]  # (T, d)
+    acts = mw.sae.encode_features(h, torch.tensor(fs.features)).clamp_min(0)  # (T, m)
+    logit = fs.bias + torch.log1p(acts).double() @ torch.tensor(fs.weights, dtype=torch.float64)  # (T,)
+    with attach(model, mw, [{"steering": {"tier": "gated"}}]) as session:
+        model(input_ids=ids)
+    steered = torch.tensor([t[STEERED] for t in session.tokens(0)]) > 0  # (T,)
+    clear = (logit - level).abs() > 1e-3  # a token at the level itself may go either way in fp32
+    assert torch.equal(steered[clear], (logit > level)[clear])
+    assert 0 < int(steered.sum()) < len(steered)  # the test has teeth: some tokens open, some not
