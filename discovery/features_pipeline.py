@@ -25,23 +25,20 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from discovery import seeds
-from discovery.activations import cached_activations, load_lm
 from discovery.evaluation import frontier, non_lexical_by_set, scorer_metrics, subset_recall
 from discovery.features import feature_stats, fit_detector, log_max, out_of_fold_scores, youden_threshold
 from discovery.instructed import FILTER_RULES, KINDS
 from discovery.judges import JUDGES, get_judge
-from discovery.labelled import VIEWS, DataSpec, build_labelled, chat_view, load_labelled
+from discovery.labelled import VIEWS, DataSpec, chat_view
+from discovery.labelled_activations import load_labelled_activations
 from discovery.report import write_features_report
 from discovery.scoring import score_texts
-from discovery.splits import HELDOUT
 from discovery.templated import load_templated, templated_summary
 from discovery.thresholds import FPR_BUDGET, SHORT_WORDS, is_short, operating_point, short_shift
 from discovery.wordlist import profanity_words
 from middleware.detection import FeatureSet, ToxicityDetector
-from middleware.sae import load_sae
 
 __all__ = ["UNSHIFTED", "FindFeaturesJob", "filter_table", "run_find_features"]
 
@@ -112,24 +109,13 @@ def _first_word_checks(model: Any, tokenizer: Any, detector: ToxicityDetector, h
 
 def run_find_features(job: FindFeaturesJob) -> dict[str, Any]:
     started = time.monotonic()
-    paths = build_labelled(job.model_dir, job.work_dir, job.data)
-    model, tokenizer = load_lm(job.model_dir)
-    texts, _, instructed = load_labelled(paths, tokenizer)
-    sae = load_sae(job.sae_dir, dtype="float32")
-    layer = sae.cfg.hook_layer
-    if layer is None:
-        raise ValueError(f"{job.sae_dir}/cfg.json names no layer (hook_name {sae.cfg.hook_name!r})")
-    acts, offsets = cached_activations(model, tokenizer, [t["text"] for t in texts], layer,
-                                       job.work_dir / f"acts_labelled_L{layer}.pt", "activations: labelled texts")
-    labels = np.array([t["label"] for t in texts])
-    categories = np.array([t["category"] for t in texts])
-    held = np.array([t["split"] == HELDOUT for t in texts])
+    la = load_labelled_activations(job.model_dir, job.work_dir, job.data, job.sae_dir)
+    model, tokenizer, texts, sae, layer = la.model, la.tokenizer, la.texts, la.sae, la.layer
+    labels, categories, held = la.labels, la.categories, la.held
     sel = ~held
 
     # Per text: each feature's strongest activation over the text's tokens (log1p).
-    with torch.no_grad():
-        x = np.concatenate([log_max([sae.encode(acts[offsets[i] : offsets[i + 1]].float())])  # (1, d_sae)
-                            for i in range(len(texts))])  # (N, d_sae)
+    x = np.concatenate([log_max([la.encode(i)]) for i in range(len(texts))])  # (N, d_sae)
     frames = [f"{t['set']}:{t['frame']}" for t in texts]
     sel_frames = [f for f, s in zip(frames, sel) if s]
     det, tried = fit_detector(x[sel], labels[sel], seed=job.seed, groups=sel_frames, signed=job.signed)
@@ -162,7 +148,7 @@ def run_find_features(job: FindFeaturesJob) -> dict[str, Any]:
     held_texts = [t for t, h in zip(texts, held, strict=True) if h]
     held_idx = np.flatnonzero(held)
     # One SAE encode per text; its score with the short-text shift and without it.
-    held_rows = [detector.feature_acts(acts[offsets[i] : offsets[i + 1]]).tolist() for i in held_idx]
+    held_rows = [detector.feature_acts(la.text_acts(i)).tolist() for i in held_idx]
     det_scores = np.array([detector.params.score(r, int(n))
                            for r, n in zip(held_rows, words[held], strict=True)])
     unshifted = np.array([detector.params.score(r) for r in held_rows])
@@ -200,9 +186,9 @@ def run_find_features(job: FindFeaturesJob) -> dict[str, Any]:
                       "operating_point_before_folding": t_star, "fpr_budget": FPR_BUDGET, "seed": job.seed,
                       "operating_point_scores": "out-of-fold (5 folds by frame)",
                       "short_texts": int((sel & short).sum()), "short_shift": asdict(shift)},
-        "data": {"spec": asdict(job.data), "filter": filter_table(instructed),
-                 "samples": _samples(instructed, job.seed),
-                 "templated": templated_summary(load_templated(paths[3]), job.seed),
+        "data": {"spec": asdict(job.data), "filter": filter_table(la.instructed),
+                 "samples": _samples(la.instructed, job.seed),
+                 "templated": templated_summary(load_templated(la.paths[3]), job.seed),
                  "texts": {c: {"selection": int((sel & (categories == c)).sum()),
                                "heldout": int((held & (categories == c)).sum())} for c in sorted(set(categories))}},
         "heldout": {"texts": int(held.sum()), "toxic": int(held_labels.sum()), "scorers": metrics, "checks": checks,

@@ -24,11 +24,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from discovery.activations import cached_activations, load_lm
-from discovery.labelled import DataSpec, build_labelled, load_labelled
-from discovery.splits import HELDOUT
+from discovery.labelled import DataSpec
+from discovery.labelled_activations import load_labelled_activations
 from middleware.detection import FeatureSet
-from middleware.sae import load_sae
 from middleware.tier_recipes import steerable
 
 __all__ = ["GateRow", "format_gates", "gate_rows"]
@@ -83,17 +81,8 @@ def format_gates(rows: Sequence[GateRow]) -> str:
 def run_gates(model_dir: Path, work_dir: Path, data: DataSpec, features: Path, top_k: int,
               multiples: Sequence[float], levels: Sequence[float]) -> dict[str, Any]:
     fs = FeatureSet.load(features)
-    model, tokenizer = load_lm(model_dir)
-    texts, _, _ = load_labelled(build_labelled(model_dir, work_dir, data), tokenizer)
-    sae = load_sae(fs.sae_path, dtype="float32")
-    layer = sae.cfg.hook_layer
-    acts, offsets = cached_activations(model, tokenizer, [t["text"] for t in texts], layer,
-                                       work_dir / f"acts_labelled_L{layer}.pt", "activations: labelled texts")
+    la = load_labelled_activations(model_dir, work_dir, data, fs.sae_path)
     index = torch.tensor(fs.features)
-    with torch.no_grad():
-        per_text = [sae.encode(acts[offsets[i] : offsets[i + 1]].float())[:, index].numpy()  # (T_i, m)
-                    for i in range(len(texts))]
-    labels, categories = np.array([t["label"] for t in texts]), np.array([t["category"] for t in texts])
-    held = np.array([t["split"] == HELDOUT for t in texts])
-    rows = gate_rows(per_text, labels, categories, held, fs, top_k, multiples, levels)
+    per_text = [la.encode(i)[:, index].numpy() for i in range(len(la.texts))]  # (T_i, m) each
+    rows = gate_rows(per_text, la.labels, la.categories, la.held, fs, top_k, multiples, levels)
     return {"features": str(features), "rows": rows}

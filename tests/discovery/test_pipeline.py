@@ -17,6 +17,7 @@ from discovery.features import MAX_FEATURES
 from discovery.features_pipeline import UNSHIFTED, FindFeaturesJob, run_find_features
 from discovery.instructed import FILTER_RULES, InstructedSpec, load_instructed
 from discovery.labelled import DataSpec
+from discovery.tier_gates import format_gates, run_gates
 from discovery.train import TrainSpec
 from discovery.train_pipeline import TrainSAEJob, run_train_sae
 from middleware.detection import FeatureSet
@@ -120,3 +121,22 @@ def test_find_features_writes_features_report_and_heldout(trained: tuple[TrainSA
     report = (out.parent / "features_report.md").read_text()
     assert "Held-out split" in report and "Labelled data" in report
     assert "Beyond the lexicon, per set" in report and "Templated lines" in report
+
+
+def test_tier_gates_reads_the_same_labelled_activations(trained: tuple[TrainSAEJob, dict]) -> None:
+    """`tier-gates` on the features file find-features wrote: its cached activations, its split."""
+    job, _ = trained
+    out = job.out_dir.parent / "features.json"
+    if not out.exists():  # run alone: make the features file first
+        run_find_features(FindFeaturesJob(model_dir=job.model_dir, work_dir=job.work_dir, sae_dir=job.out_dir,
+                                          out=out, data=DATA, seed=1, n_boot=50))
+    cache = job.work_dir / f"acts_labelled_L{load_sae(job.out_dir).cfg.hook_layer}.pt"
+    before = cache.stat().st_mtime_ns
+    result = run_gates(job.model_dir, job.work_dir, DATA, out, top_k=3, multiples=[1.0, 100.0], levels=[-1e6])
+    assert cache.stat().st_mtime_ns == before  # read from find-features' cache, not recomputed
+    loose, shut, detector = result["rows"]
+    assert loose.gate.endswith("1x") and shut.gate.endswith("100x") and detector.gate == "detector logit > -1e+06"
+    assert shut.tokens_benign <= loose.tokens_benign and shut.tokens_toxic <= loose.tokens_toxic
+    assert detector.tokens_benign == detector.tokens_toxic == 1.0  # so low a level opens everywhere
+    assert set(detector.texts) == {"benign", "benign-hard", "toxic"}
+    assert "| detector logit > -1e+06 |" in format_gates(result["rows"])
