@@ -170,7 +170,7 @@ async def _run(url: str, keys: dict[str, str], model: str, prompts: list[dict[st
                  job(p, "annotate", lambda p=p: _prompt_call(clients["annotate"], model, p))]
     for ln in lines:
         jobs += [job(ln, tenant, lambda ln=ln, t=tenant: _repeat_call(clients[t], model, ln["line"]))
-                 for tenant in _line_policies(keys)]
+                 for tenant in _line_tenants(keys)]
     try:
         await gather_with_progress(jobs, "gates")
     finally:
@@ -178,7 +178,7 @@ async def _run(url: str, keys: dict[str, str], model: str, prompts: list[dict[st
             await c.close()
 
 
-def _line_policies(keys: dict[str, str]) -> list[str]:
+def _line_tenants(keys: dict[str, str]) -> list[str]:
     """The tenants every line is streamed by: the stop tenants and annotate (the ungated reference)."""
     return [name for name in keys if name == "stop" or name.startswith("stop_at_")] + ["annotate"]
 
@@ -195,12 +195,12 @@ def measure(url: str, keys: dict[str, str], model: str, rows: list[dict[str, Any
     prompts, lines = _prompts(rows), _lines(rows)
     asyncio.run(_run(url, keys, model, prompts, lines))
     scorer = get_judge(judge)
-    for policy in _line_policies(keys):
-        for ln, score in zip(lines, scorer.score([ln[policy]["released"] for ln in lines]), strict=True):
-            ln[policy]["judge"] = float(score)
+    for tenant in _line_tenants(keys):
+        for ln, score in zip(lines, scorer.score([ln[tenant]["released"] for ln in lines]), strict=True):
+            ln[tenant]["judge"] = float(score)
     known = stop_thresholds or {}
     return {"prompts": prompts, "lines": lines, "judge": judge, "toxic_at": TOXIC_AT,
-            "stop_thresholds": {p: known.get(p) for p in _line_policies(keys) if p != "annotate"}}
+            "stop_thresholds": {t: known.get(t) for t in _line_tenants(keys) if t != "annotate"}}
 
 
 # ---- the command ---------------------------------------------------------------------------------
