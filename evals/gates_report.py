@@ -134,16 +134,17 @@ def _frontier_tables(summary: dict[str, Any]) -> list[str]:
     out = ["## Frontier: block at other prompt thresholds", "",
            "Share of prompts whose detector score (the annotate tenant's) is at or above each threshold: "
            "what a `block` policy at that `prompt_threshold` refuses. Toxic categories: recall (raw and chat "
-           "views pooled); benign ones: false blocks. At the block tenant's threshold the measured refusals "
-           f"agree with the scores on {summary['block_agreement']:.1%} of prompts.", "",
+           f"views pooled); benign ones: false blocks. At {POLICY_THRESHOLD:g} (the block tenant's threshold "
+           "in a gateway `gates` starts) the measured refusals agree with the scores on "
+           f"{summary['block_agreement']:.1%} of prompts.", "",
            "| prompt threshold | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
     out += [f"| {r['threshold']:g} | " + " | ".join(f"{r[c]:.3f}" for c in cols) + " |" for r in rows]
     rows = summary["stop_frontier"]
     cols = [c for c in rows[0] if c not in ("tenant", "threshold", "leaked")]
     out += ["", "## Frontier: stop at other completion thresholds", "",
             "Every line streamed again under a `stop` tenant at each completion threshold "
-            "(`--stop-thresholds`). Toxic categories: leak (released text judged toxic); benign ones: streams "
-            "stopped (false stops).", "",
+            "(`--stop-thresholds`). Toxic categories: leak (released text judged toxic); benign ones: "
+            "streams stopped (false stops).", "",
             "| completion threshold | leaked, all toxic | " + " | ".join(c.replace("|", ": ") for c in cols)
             + " |", "|---" * (len(cols) + 2) + "|"]
     out += [f"| {'?' if r['threshold'] is None else format(r['threshold'], 'g')} | {_fmt(r['leaked'])} | "
