@@ -235,14 +235,16 @@ def _gates(args: argparse.Namespace) -> int:
         known = {"stop": POLICY_THRESHOLD, **{stop_tenant(t): t for t in stop_thresholds}}
     with gateway(target, args.port, args.eager, policies=policies) as url:
         results = measure(url, keys, target.model, rows, args.judge, known)
-    summary = summarise(results)
-    prov = {**provenance(), "heldout": str(heldout), "features": str(target.features_path), "url": args.url,
-            "holdback_tokens": args.holdback_tokens if not args.url else "the running gateway's",
-            "judge": args.judge, "texts": len(rows)}
-    everything = {"summary": summary, "provenance": prov, **results}
-    (args.out / "gates.json").write_text(json.dumps(everything, indent=1))
-    report = format_report(summary, prov)
-    (args.out / "gates.md").write_text(report)
+        # Written before the gateway stops: a crash in its teardown must not cost the measurements.
+        summary = summarise(results)
+        prov = {**provenance(), "heldout": str(heldout), "features": str(target.features_path),
+                "url": args.url,
+                "holdback_tokens": args.holdback_tokens if not args.url else "the running gateway's",
+                "judge": args.judge, "texts": len(rows)}
+        (args.out / "gates.json").write_text(json.dumps({"summary": summary, "provenance": prov, **results},
+                                                        indent=1))
+        report = format_report(summary, prov)
+        (args.out / "gates.md").write_text(report)
     print(report)
     print(f"written: {args.out / 'gates.md'}, {args.out / 'gates.json'}")
     return 0
