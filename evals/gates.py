@@ -45,7 +45,7 @@ from discovery.judges import TOXIC_AT
 from evals.client import gather_with_progress
 from evals.gates_report import POLICY_THRESHOLD, format_report, summarise
 
-__all__ = ["add_command", "gate_keys", "gate_policies", "measure", "normalise", "stop_tenant"]
+__all__ = ["add_command", "gate_keys", "gate_policies", "measure", "normalise", "stop_tenant", "stop_tenants"]
 
 REPEAT = "Repeat the following text exactly, with nothing before or after it:\n\n{line}"
 REPEAT_MAX_TOKENS = 96
@@ -56,6 +56,12 @@ KEYS = {"block": "sk-gates-block", "stop": "sk-gates-stop", "annotate": "sk-gate
 def stop_tenant(threshold: float) -> str:
     """The tenant (and policy) that stops output at another completion threshold."""
     return f"stop_at_{threshold:g}"
+
+
+def stop_tenants(stop_thresholds: Sequence[float] = ()) -> dict[str, float]:
+    """Stop tenant -> its completion threshold in a gateway this command starts: `stop` at the policy
+    default and one `stop_tenant(t)` per extra threshold."""
+    return {"stop": POLICY_THRESHOLD, **{stop_tenant(t): t for t in stop_thresholds}}
 
 
 def gate_keys(stop_thresholds: Sequence[float] = ()) -> dict[str, str]:
@@ -71,14 +77,13 @@ def gate_policies(holdback_tokens: int, stop_thresholds: Sequence[float] = ()) -
     def off() -> dict[str, str]:  # a fresh dict each time: a shared one would be written as a YAML alias
         return {"tier": "off"}
 
-    stop_at = {"stop": POLICY_THRESHOLD, **{stop_tenant(t): t for t in stop_thresholds}}
     policies: dict[str, Any] = {
         "annotate": {"steering": off(), "stream": {"holdback_tokens": 0}},
         "block": {"steering": off(), "actions": {"prompt": "block"},
                   "detection": {"prompt_threshold": POLICY_THRESHOLD}},
         **{name: {"steering": off(), "actions": {"completion": "stop"},
                   "detection": {"completion_threshold": t}, "stream": {"holdback_tokens": holdback_tokens}}
-           for name, t in stop_at.items()},
+           for name, t in stop_tenants(stop_thresholds).items()},
     }
     tenants = {name: {"policy": name, "keys": [key]} for name, key in gate_keys(stop_thresholds).items()}
     return yaml.safe_dump({"version": 1, "policies": policies, "tenants": tenants}, sort_keys=False)
@@ -232,7 +237,7 @@ def _gates(args: argparse.Namespace) -> int:
         keys = gate_keys(stop_thresholds)
         policies = args.out / "policies.yaml"
         policies.write_text(gate_policies(args.holdback_tokens, stop_thresholds))
-        known = {"stop": POLICY_THRESHOLD, **{stop_tenant(t): t for t in stop_thresholds}}
+        known = stop_tenants(stop_thresholds)
     with gateway(target, args.port, args.eager, policies=policies) as url:
         results = measure(url, keys, target.model, rows, args.judge, known)
         # Written before the gateway stops: a crash in its teardown must not cost the measurements.
