@@ -31,6 +31,12 @@ APP_NAME = "steergate"
 # serve.shutdown() gets the drain time plus this much to stop replicas and engines before we stop
 # the processes ourselves.
 SERVE_SHUTDOWN_MARGIN_S = 10.0
+# serve.shutdown() gives up by itself after this long (ray/serve/_private/client.py: shutdown waits
+# for the controller's graceful_shutdown with timeout_s=30), plus a little for its handle clean-up.
+# Past our own deadline we still wait for it up to this bound: ray.shutdown() while the Serve thread
+# is inside Ray's core worker tears the worker down under it, and once that crashed the process
+# (exit 139) after a 28-minute `steergate gates` run had answered every request.
+SERVE_OWN_TIMEOUT_S = 35.0
 # Attempts at starting Ray before giving up (serving/launcher.py:_init_ray).
 RAY_START_ATTEMPTS = 3
 
@@ -207,25 +213,45 @@ def stop_gateway() -> None:
         logger.info("gateway stopped after %.1f s", time.monotonic() - started)
 
 
-def _shutdown_serve(timeout_s: float) -> None:
-    """serve.shutdown(), given up when it overruns or when Ray's own processes die under it.
+def _shutdown_serve(timeout_s: float, own_timeout_s: float = SERVE_OWN_TIMEOUT_S) -> None:
+    """serve.shutdown(), cut short when it overruns or when Ray's own processes die under it.
 
     A signal to the launcher's whole process group (`kill -- -PGID`, a supervisor's stop-as-group)
     also reaches Ray's GCS and raylet, which run in our group: Serve's controller is then
     unreachable and serve.shutdown() would wait out its 30 s timeout for nothing.
+
+    Past `timeout_s` the controller is killed, which ends serve.shutdown()'s wait on it at once, and
+    we wait for serve.shutdown() to return (at most `own_timeout_s` from the start, its own bound)
+    before the caller stops Ray: see SERVE_OWN_TIMEOUT_S.
     """
     from ray import serve
     from ray._private import worker
 
+    started = time.monotonic()
     stopping = threading.Thread(target=serve.shutdown, name="serve-shutdown", daemon=True)
     stopping.start()
-    deadline = time.monotonic() + timeout_s
     node = worker._global_node
-    while stopping.is_alive() and time.monotonic() < deadline:
+    while stopping.is_alive() and time.monotonic() < started + timeout_s:
         if node is not None and not node.remaining_processes_alive():
             logger.warning("Ray's own processes are gone (stopped with our process group): skipping Serve's "
                            "graceful shutdown")
             return
         stopping.join(0.2)
+    if not stopping.is_alive():
+        return
+    logger.warning("Serve did not shut down within %.0f s; stopping its controller", timeout_s)
+    _kill_serve_controller()
+    stopping.join(max(0.0, started + own_timeout_s - time.monotonic()))
     if stopping.is_alive():
-        logger.warning("Serve did not shut down within %.0f s; stopping its processes", timeout_s)
+        logger.error("serve.shutdown() still running after %.0f s; stopping Ray under it", own_timeout_s)
+
+
+def _kill_serve_controller() -> None:
+    """Kill Serve's controller actor, so that a serve.shutdown() waiting on it returns (RayActorError)."""
+    import ray
+    from ray.serve._private.constants import SERVE_CONTROLLER_NAME, SERVE_NAMESPACE
+
+    try:
+        ray.kill(ray.get_actor(SERVE_CONTROLLER_NAME, namespace=SERVE_NAMESPACE), no_restart=True)
+    except (ValueError, ray.exceptions.RayError) as exc:  # already gone
+        logger.info("Serve's controller was not killed: %s", exc)
