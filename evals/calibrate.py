@@ -95,6 +95,10 @@ CANDIDATES: list[TierRecipe] = [
     *(TierRecipe("clamp", strength=s, detector_gate=-7.0, top_k=k)
       for s, k in ((-2.0, 20), (-3.0, 20), (-2.0, 40))),
     TierRecipe("clamp", strength=-2.0, detector_gate=-8.0, top_k=20),
+    # Eighth round, for strong: the constant clamps on the top 10 bracket its target (-0.5x: -50% at
+    # +10% perplexity; -1x: -65% at +38%), so two between them, and the gentle one on more features.
+    *(TierRecipe("clamp", strength=s, gate=None, top_k=10) for s in (-0.6, -0.75)),
+    TierRecipe("clamp", strength=-0.5, gate=None, top_k=20),
 ]
 
 
