@@ -8,6 +8,8 @@ fails the run, so the marker has to go (README, "The embedded SAE and its toxici
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -16,7 +18,11 @@ import pytest
 from discovery.activations import load_lm
 from discovery.evaluation import scorer_metrics
 from discovery.judges import get_judge
+from discovery.labelled import DataSpec, labelled_texts
 from discovery.scoring import load_detector, score_texts
+from discovery.short_lines import build_short, load_short
+from discovery.splits import HELDOUT
+from discovery.templated import build_templated, load_templated
 from discovery.thresholds import is_short
 from middleware.assets import EMBEDDED_FEATURES, EMBEDDED_HELDOUT, EMBEDDED_SAE
 from middleware.detection import FeatureSet
@@ -113,3 +119,25 @@ def test_benign_hard_false_positive_rate_meets_the_target(held: dict[str, Any]) 
 def test_benign_false_positive_rate_is_low(held: dict[str, Any]) -> None:
     # Not an issue target, but the operating point's own bound (3% of selection's benign texts).
     assert held["detector"]["categories"]["benign"]["false_positive_rate"][0] <= 0.03
+
+
+def test_the_sets_made_without_generation_rebuild_the_shipped_heldout_lines(tmp_path: Path) -> None:
+    """A reproduction guard that needs no generation: the short and templated lines are made from
+    frames, phrases and words by seeded splits, so rebuilding them with the default data spec must
+    give the committed held-out file's lines exactly. A change to a seed, a split, a frame list or
+    the judge's labels fails here, where otherwise the next `find-features` would silently ship
+    another held-out split. (The generated sets are checked by the README's fresh-clone run.)"""
+    from transformers import AutoTokenizer
+
+    spec = DataSpec()
+    assert FeatureSet.load(EMBEDDED_FEATURES).extra["data"]["spec"] == json.loads(json.dumps(asdict(spec)))
+    short = load_short(build_short(tmp_path / "short.jsonl", spec.corpus))
+    templated = load_templated(build_templated(tmp_path / "templated.jsonl", spec.corpus))
+    tokenizer = AutoTokenizer.from_pretrained(embedded_model_dir())
+    fields = ("uid", "group", "kind", "category", "label", "view", "text", "visible")
+    rebuilt = [{k: t[k] for k in ("set", *fields)} for t in
+               labelled_texts([], [], tokenizer, short=short, templated=templated) if t["split"] == HELDOUT]
+    records = map(json.loads, EMBEDDED_HELDOUT.read_text().splitlines())
+    shipped = [{k: r[k] for k in ("set", *fields)} for r in records if r["set"] in ("short", "templated")]
+    assert len(shipped) > 700  # 183 short and 232 templated lines, both views
+    assert sorted(rebuilt, key=lambda r: r["uid"]) == sorted(shipped, key=lambda r: r["uid"])
