@@ -32,7 +32,7 @@ from discovery.features import feature_stats, fit_detector, log_max, out_of_fold
 from discovery.instructed import FILTER_RULES, KINDS
 from discovery.judges import JUDGES, get_judge
 from discovery.labelled import VIEWS, DataSpec, chat_view
-from discovery.labelled_activations import load_labelled_activations
+from discovery.labelled_activations import LabelledActivations, load_labelled_activations
 from discovery.report import write_features_report
 from discovery.scoring import score_texts
 from discovery.templated import load_templated, templated_summary
@@ -110,90 +110,18 @@ def _first_word_checks(model: Any, tokenizer: Any, detector: ToxicityDetector, h
 def run_find_features(job: FindFeaturesJob) -> dict[str, Any]:
     started = time.monotonic()
     la = load_labelled_activations(job.model_dir, job.work_dir, job.data, job.sae_dir)
-    model, tokenizer, texts, sae, layer = la.model, la.tokenizer, la.texts, la.sae, la.layer
-    labels, categories, held = la.labels, la.categories, la.held
-    sel = ~held
-
-    # Per text: each feature's strongest activation over the text's tokens (log1p).
-    x = np.concatenate([log_max([la.encode(i)]) for i in range(len(texts))])  # (N, d_sae)
-    frames = [f"{t['set']}:{t['frame']}" for t in texts]
-    sel_frames = [f for f, s in zip(frames, sel) if s]
-    det, tried = fit_detector(x[sel], labels[sel], seed=job.seed, groups=sel_frames, signed=job.signed)
-    chosen = det.features
-    chosen_c = next(t["C"] for t in tried if t["chosen"])
-    # The operating points are read from scores of frames each detector was not fitted on.
-    sel_scores = out_of_fold_scores(x[sel], labels[sel], sel_frames, det, chosen_c, seed=job.seed,
-                                    signed=job.signed)
-    t_star = operating_point(sel_scores, categories[sel])
-    # Fold the operating point into the bias, so that score 0.5 is the threshold chosen on selection.
-    bias = det.bias - math.log(t_star / (1 - t_star))
-    words = np.array([len(t["visible"].split()) for t in texts])  # what the gateway counts in a prompt
-    short = np.array([is_short(t["visible"]) for t in texts])
-    shift = short_shift(sel_scores, categories[sel], short[sel], np.array(frames)[sel], threshold=t_star)
-    raw_max = np.expm1(x)  # (N, d_sae) max activations
-    stats = feature_stats(raw_max[sel][:, chosen], labels[sel])  # one per chosen feature, in order
-    gate = [youden_threshold(raw_max[sel][:, f], labels[sel]) for f in chosen]
-    toxic_sel = raw_max[sel & (labels == 1)]
-    typical = [float(toxic_sel[:, f][toxic_sel[:, f] > 0].mean()) if (toxic_sel[:, f] > 0).any() else 1.0
-               for f in chosen]
-    feature_set = FeatureSet(
-        model_name=job.model_name, sae_path=str(job.sae_dir),
-        sae_id=f"steergate/{job.model_name}-L{layer}-{sae.cfg.architecture}-{sae.cfg.d_sae}",
-        features=chosen, weights=det.weights, bias=bias, threshold=0.5, gate_thresholds=gate,
-        typical_activation=typical, short_words=SHORT_WORDS, short_shift=shift.shift,
-    )
-
-    # ---- held-out: scored once, with the detector exactly as it runs ----------------------
-    detector = ToxicityDetector(sae, feature_set)
-    held_texts = [t for t, h in zip(texts, held, strict=True) if h]
-    held_idx = np.flatnonzero(held)
-    # One SAE encode per text; its score with the short-text shift and without it.
-    held_rows = [detector.feature_acts(la.text_acts(i)).tolist() for i in held_idx]
-    det_scores = np.array([detector.params.score(r, int(n))
-                           for r, n in zip(held_rows, words[held], strict=True)])
-    unshifted = np.array([detector.params.score(r) for r in held_rows])
-    visible = [t["visible"] for t in held_texts]
-    judge_scores = {name: np.array(get_judge(name).score(visible)) for name in JUDGES}
-    # The detector without its short-text shift too: a shift puts short texts on another scale, so
-    # AUROC over texts of mixed lengths reads the unshifted scores as the one ranking.
-    scorers = {"detector": det_scores, UNSHIFTED: unshifted, **judge_scores}
-    metrics = {name: scorer_metrics(s, held_texts, 0.5, job.n_boot, job.seed) for name, s in scorers.items()}
-    views = np.array([t["view"] for t in held_texts])
-    held_labels = labels[held]
-    held_short = short[held]
-    requests = np.array([t["kind"] == "short_request" for t in held_texts])  # everyday requests, benign
-    checks = {
-        "views": {v: {name: scorer_metrics(s[views == v], [t for t, m in zip(held_texts, views == v) if m], 0.5,
-                                           job.n_boot, job.seed)["unions"] for name, s in scorers.items()}
-                  for v in VIEWS},
-        "frontier": frontier(det_scores, categories[held]),
-        "non_lexical_sets": {name: non_lexical_by_set(s, held_texts, 0.5, job.n_boot, job.seed)
-                             for name, s in scorers.items()},
-        "short": {name: {"toxic": subset_recall(s, 0.5, held_short & (held_labels == 1)),
-                         "benign": subset_recall(s, 0.5, held_short & (held_labels == 0) & ~requests),
-                         "requests": subset_recall(s, 0.5, requests)}
-                  for name, s in scorers.items()},
-        "first_word": _first_word_checks(model, tokenizer, detector, held_texts, det_scores, "alt-profanity-check"),
-        "seed_phrases": [{"text": t, "detector": round(float(s), 4)} for t, s in
-                         zip(seeds.HARD_NEGATIVES, score_texts(model, tokenizer, detector, list(seeds.HARD_NEGATIVES)),
-                             strict=True)],
-    }
+    feature_set, selection = _select(job, la)
+    held_texts, det_scores, judge_scores, heldout = _score_heldout(job, la, feature_set)
+    sel, categories = ~la.held, la.categories
     feature_set.extra = {
-        "features": [{**asdict(stats[j]), "index": f, "gate_threshold": g, "weight": w}
-                     for j, (f, g, w) in enumerate(zip(chosen, gate, det.weights, strict=True))],
-        "selection": {"texts": int(sel.sum()), "toxic": int(labels[sel].sum()), "size_search": tried,
-                      "weights": "signed" if job.signed else "non-negative",
-                      "operating_point_before_folding": t_star, "fpr_budget": FPR_BUDGET, "seed": job.seed,
-                      "operating_point_scores": "out-of-fold (5 folds by frame)",
-                      "short_texts": int((sel & short).sum()), "short_shift": asdict(shift)},
+        **selection,
         "data": {"spec": asdict(job.data), "filter": filter_table(la.instructed),
                  "samples": _samples(la.instructed, job.seed),
                  "templated": templated_summary(load_templated(la.paths[3]), job.seed),
                  "texts": {c: {"selection": int((sel & (categories == c)).sum()),
-                               "heldout": int((held & (categories == c)).sum())} for c in sorted(set(categories))}},
-        "heldout": {"texts": int(held.sum()), "toxic": int(held_labels.sum()), "scorers": metrics, "checks": checks,
-                    "intervals": f"95% percentile bootstrap over groups (both views of a line together), "
-                                 f"{job.n_boot} resamples"},
+                               "heldout": int((la.held & (categories == c)).sum())}
+                           for c in sorted(set(categories))}},
+        "heldout": heldout,
         "seconds": round(time.monotonic() - started, 1),
     }
     job.out.parent.mkdir(parents=True, exist_ok=True)
@@ -212,3 +140,95 @@ def run_find_features(job: FindFeaturesJob) -> dict[str, Any]:
                                ensure_ascii=False) + "\n")
     write_features_report(job.out.parent / "features_report.md", data)
     return data
+
+
+def _select(job: FindFeaturesJob, la: LabelledActivations) -> tuple[FeatureSet, dict[str, Any]]:
+    """On the selection split only: features, detector, operating points; and the report's
+    per-feature and selection sections."""
+    texts, labels, categories = la.texts, la.labels, la.categories
+    sel = ~la.held
+    # Per text: each feature's strongest activation over the text's tokens (log1p).
+    x = np.concatenate([log_max([la.encode(i)]) for i in range(len(texts))])  # (N, d_sae)
+    frames = [f"{t['set']}:{t['frame']}" for t in texts]
+    sel_frames = [f for f, s in zip(frames, sel, strict=True) if s]
+    det, tried = fit_detector(x[sel], labels[sel], seed=job.seed, groups=sel_frames, signed=job.signed)
+    chosen = det.features
+    chosen_c = next(t["C"] for t in tried if t["chosen"])
+    # The operating points are read from scores of frames each detector was not fitted on.
+    sel_scores = out_of_fold_scores(x[sel], labels[sel], sel_frames, det, chosen_c, seed=job.seed,
+                                    signed=job.signed)
+    t_star = operating_point(sel_scores, categories[sel])
+    # Fold the operating point into the bias, so that score 0.5 is the threshold chosen on selection.
+    bias = det.bias - math.log(t_star / (1 - t_star))
+    short = np.array([is_short(t["visible"]) for t in texts])
+    shift = short_shift(sel_scores, categories[sel], short[sel], np.array(frames)[sel], threshold=t_star)
+    raw_max = np.expm1(x)  # (N, d_sae) max activations
+    stats = feature_stats(raw_max[sel][:, chosen], labels[sel])  # one per chosen feature, in order
+    gate = [youden_threshold(raw_max[sel][:, f], labels[sel]) for f in chosen]
+    toxic_sel = raw_max[sel & (labels == 1)]
+    typical = [float(toxic_sel[:, f][toxic_sel[:, f] > 0].mean()) if (toxic_sel[:, f] > 0).any() else 1.0
+               for f in chosen]
+    sae = la.sae
+    feature_set = FeatureSet(
+        model_name=job.model_name, sae_path=str(job.sae_dir),
+        sae_id=f"steergate/{job.model_name}-L{la.layer}-{sae.cfg.architecture}-{sae.cfg.d_sae}",
+        features=chosen, weights=det.weights, bias=bias, threshold=0.5, gate_thresholds=gate,
+        typical_activation=typical, short_words=SHORT_WORDS, short_shift=shift.shift,
+    )
+    report = {
+        "features": [{**asdict(stats[j]), "index": f, "gate_threshold": g, "weight": w}
+                     for j, (f, g, w) in enumerate(zip(chosen, gate, det.weights, strict=True))],
+        "selection": {"texts": int(sel.sum()), "toxic": int(labels[sel].sum()), "size_search": tried,
+                      "weights": "signed" if job.signed else "non-negative",
+                      "operating_point_before_folding": t_star, "fpr_budget": FPR_BUDGET, "seed": job.seed,
+                      "operating_point_scores": "out-of-fold (5 folds by frame)",
+                      "short_texts": int((sel & short).sum()), "short_shift": asdict(shift)},
+    }
+    return feature_set, report
+
+
+def _score_heldout(job: FindFeaturesJob, la: LabelledActivations, feature_set: FeatureSet
+                   ) -> tuple[list[dict[str, Any]], np.ndarray, dict[str, np.ndarray], dict[str, Any]]:
+    """The held-out split, scored once with the detector exactly as it runs, and by the judges:
+    its texts, the detector's and the judges' scores, and the report's held-out section."""
+    detector = ToxicityDetector(la.sae, feature_set)
+    held = la.held
+    held_texts = [t for t, h in zip(la.texts, held, strict=True) if h]
+    held_labels = la.labels[held]
+    words = np.array([len(t["visible"].split()) for t in held_texts])  # what the gateway counts in a prompt
+    held_short = np.array([is_short(t["visible"]) for t in held_texts])
+    # One SAE encode per text; its score with the short-text shift and without it.
+    held_rows = [detector.feature_acts(la.text_acts(i)).tolist() for i in np.flatnonzero(held)]
+    det_scores = np.array([detector.params.score(r, int(n)) for r, n in zip(held_rows, words, strict=True)])
+    unshifted = np.array([detector.params.score(r) for r in held_rows])
+    visible = [t["visible"] for t in held_texts]
+    judge_scores = {name: np.array(get_judge(name).score(visible)) for name in JUDGES}
+    # The detector without its short-text shift too: a shift puts short texts on another scale, so
+    # AUROC over texts of mixed lengths reads the unshifted scores as the one ranking.
+    scorers = {"detector": det_scores, UNSHIFTED: unshifted, **judge_scores}
+    metrics = {name: scorer_metrics(s, held_texts, 0.5, job.n_boot, job.seed) for name, s in scorers.items()}
+    views = np.array([t["view"] for t in held_texts])
+    requests = np.array([t["kind"] == "short_request" for t in held_texts])  # everyday requests, benign
+    by_view = {v: [t for t in held_texts if t["view"] == v] for v in VIEWS}
+    checks = {
+        "views": {v: {name: scorer_metrics(s[views == v], by_view[v], 0.5, job.n_boot, job.seed)["unions"]
+                      for name, s in scorers.items()}
+                  for v in VIEWS},
+        "frontier": frontier(det_scores, la.categories[held]),
+        "non_lexical_sets": {name: non_lexical_by_set(s, held_texts, 0.5, job.n_boot, job.seed)
+                             for name, s in scorers.items()},
+        "short": {name: {"toxic": subset_recall(s, 0.5, held_short & (held_labels == 1)),
+                         "benign": subset_recall(s, 0.5, held_short & (held_labels == 0) & ~requests),
+                         "requests": subset_recall(s, 0.5, requests)}
+                  for name, s in scorers.items()},
+        "first_word": _first_word_checks(la.model, la.tokenizer, detector, held_texts, det_scores,
+                                         "alt-profanity-check"),
+        "seed_phrases": [{"text": t, "detector": round(float(s), 4)} for t, s in
+                         zip(seeds.HARD_NEGATIVES, score_texts(la.model, la.tokenizer, detector,
+                                                               list(seeds.HARD_NEGATIVES)), strict=True)],
+    }
+    heldout = {"texts": int(held.sum()), "toxic": int(held_labels.sum()), "scorers": metrics,
+               "checks": checks,
+               "intervals": f"95% percentile bootstrap over groups (both views of a line together), "
+                            f"{job.n_boot} resamples"}
+    return held_texts, det_scores, judge_scores, heldout
