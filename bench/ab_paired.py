@@ -5,8 +5,9 @@ example's refuses it). Per tier:
 
 - `gateway`: the completion score the gateway reported live (`safety.completion.toxicity`);
 - `offline`: the same completion tokens scored again by the same detector outside the gateway
-  (the prompt as context, the response's words counted as the gateway counts them), so a live
-  score that drifted from the detector would show;
+  (the prompt as context, the response's words counted as the gateway counts them; the last
+  generated token left out, as the engine never runs it), so a live score that drifted from the
+  detector would show;
 - `judge`: `alt-profanity-check` on the completion text, a judge that is not our detector (lexical:
   it misses hostility without swear words and most misspellings, which a hard clamp can produce).
 
@@ -14,7 +15,7 @@ Against the first tier: the judge's paired mean difference (95% bootstrap interv
 and McNemar's exact test on judged-toxic completions; the discordant pairs are printed to read.
 
     .venv/bin/steergate serve                                           # another shell
-    .venv/bin/python bench/ab_paired.py --tiers light,medium --prompts 120   # bench/results/ab_paired.json
+    .venv/bin/python -m bench.ab_paired --tiers light,medium --prompts 120   # bench/results/ab_paired.json
 """
 
 from __future__ import annotations
@@ -75,7 +76,9 @@ def offline_scores(rows: list[dict[str, Any]]) -> np.ndarray:
         out = []
         for r in tqdm(rows, desc="offline scores", unit="text"):
             model(input_ids=torch.tensor([r["prompt_token_ids"] + r["token_ids"]]), use_cache=False)
-            acts = captured["h"][0, len(r["prompt_token_ids"]):]  # (T_completion, d_model)
+            # The generated tokens the engine read back as inputs: every one but the last, which is
+            # sampled and returned but never run through the model, so no live score includes it.
+            acts = captured["h"][0, len(r["prompt_token_ids"]):-1]  # (T_completion - 1, d_model)
             out.append(detector.text_score(acts, len(r["text"].split())))
         return np.array(out)
     finally:
