@@ -215,7 +215,7 @@ def stop_gateway() -> None:
         logger.info("gateway stopped after %.1f s", time.monotonic() - started)
 
 
-def _shutdown_serve(timeout_s: float, own_timeout_s: float = SERVE_OWN_TIMEOUT_S) -> None:
+def _shutdown_serve(timeout_s: float) -> None:
     """serve.shutdown(), cut short when it overruns or when Ray's own processes die under it.
 
     A signal to the launcher's whole process group (`kill -- -PGID`, a supervisor's stop-as-group)
@@ -223,8 +223,8 @@ def _shutdown_serve(timeout_s: float, own_timeout_s: float = SERVE_OWN_TIMEOUT_S
     unreachable and serve.shutdown() would wait out its 30 s timeout for nothing.
 
     Past `timeout_s` the controller is killed, which ends serve.shutdown()'s wait on it at once, and
-    we wait for serve.shutdown() to return (at most `own_timeout_s` from the start, its own bound)
-    before the caller stops Ray: see SERVE_OWN_TIMEOUT_S.
+    we wait for serve.shutdown() to return (at most SERVE_OWN_TIMEOUT_S from the start, its own
+    bound) before the caller stops Ray.
     """
     from ray import serve
     from ray._private import worker
@@ -244,7 +244,7 @@ def _shutdown_serve(timeout_s: float, own_timeout_s: float = SERVE_OWN_TIMEOUT_S
     logger.warning("Serve did not shut down within %.0f s; stopping its controller", timeout_s)
     _kill_serve_controller()
     # A few seconds at least, for a drain_s that took the deadline past Serve's own bound.
-    stopping.join(max(KILLED_CONTROLLER_WAIT_S, started + own_timeout_s - time.monotonic()))
+    stopping.join(max(KILLED_CONTROLLER_WAIT_S, started + SERVE_OWN_TIMEOUT_S - time.monotonic()))
     if stopping.is_alive():
         logger.error("serve.shutdown() still running %.0f s after the stop began; stopping Ray under it",
                      time.monotonic() - started)

@@ -40,6 +40,7 @@ def _overrun() -> None:
     from serving import launcher
 
     ray.init(num_cpus=1, include_dashboard=False, logging_level="WARNING", log_to_driver=False)
+    serve.start(proxy_location="Disabled")  # no HTTP proxy: nothing here needs a port (8000 may be taken)
 
     @serve.deployment(graceful_shutdown_timeout_s=120, graceful_shutdown_wait_loop_s=1)
     class Slow:
@@ -49,7 +50,7 @@ def _overrun() -> None:
             await asyncio.sleep(300)
             return "late"
 
-    handle = serve.run(Slow.bind(), name="slow", route_prefix="/slow")
+    handle = serve.run(Slow.bind(), name="slow", route_prefix=None)
     handle.remote(None)  # in flight when the stop begins
     time.sleep(2)
     started = time.monotonic()
