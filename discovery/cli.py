@@ -9,7 +9,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from discovery.defaults import DEFAULT_LAYER, INSTRUCTED_SCALE
+from discovery.defaults import DEFAULT_LAYER, INSTRUCTED_SCALE, INSTRUCTED_SHOTS
 
 if TYPE_CHECKING:
     from discovery.labelled import DataSpec
@@ -24,6 +24,9 @@ def _corpus_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--scale", type=float, default=1.0, help="lexical corpus size factor (default 1.0; tests use ~0.02)")
     p.add_argument("--instructed-scale", type=float, default=INSTRUCTED_SCALE,
                    help=f"share of the instructed sets' (frame, subject) combinations asked for (default {INSTRUCTED_SCALE})")
+    p.add_argument("--instructed-shots", type=int, default=INSTRUCTED_SHOTS,
+                   help="exemplar answers shown before each instructed contrast request "
+                   f"(default {INSTRUCTED_SHOTS}; 0: zero-shot)")
     p.add_argument("--heldout-fraction", type=float, default=0.4,
                    help="share of every pool of frames and of subjects held out (default 0.4)")
     p.add_argument("--max-new-tokens", type=int, default=32, help="tokens generated per corpus text (default 32)")
@@ -42,7 +45,8 @@ def _data_spec(args: argparse.Namespace) -> DataSpec:
     return DataSpec(
         corpus=CorpusSpec(seed=args.seed, scale=args.scale, max_new_tokens=args.max_new_tokens, judge=args.judge,
                           heldout_fraction=args.heldout_fraction),
-        instructed=InstructedSpec(seed=args.seed, scale=args.instructed_scale, heldout_fraction=args.heldout_fraction),
+        instructed=InstructedSpec(seed=args.seed, scale=args.instructed_scale, heldout_fraction=args.heldout_fraction,
+                                  shots=args.instructed_shots),
     )
 
 

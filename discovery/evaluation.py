@@ -77,7 +77,7 @@ def scorer_metrics(scores: np.ndarray, texts: Sequence[dict[str, Any]], threshol
 def non_lexical_by_set(scores: np.ndarray, texts: Sequence[dict[str, Any]], threshold: float,
                        n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:
     """Per labelled set holding non-lexical toxic texts (the instructed sets, whose labels are
-    mostly wrong, and the templated lines, whose labels are right by construction): the scorer's
+    noisy, and the templated lines, whose labels are right by construction): the scorer's
     numbers on that set alone (its toxic lines against its own benign lines), so the two are
     never read as one."""
     sets = np.array([t.get("set", "") for t in texts])

@@ -32,13 +32,13 @@ from __future__ import annotations
 import random
 import re
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from discovery.defaults import INSTRUCTED_SCALE
+from discovery.defaults import INSTRUCTED_SCALE, INSTRUCTED_SHOTS
 from discovery.generation import Sampling, generate_jsonl, read_jsonl
 from discovery.instructed_seeds import (
     CONTRAST_KINDS,
@@ -47,12 +47,15 @@ from discovery.instructed_seeds import (
     HARD_KINDS,
     PEOPLE,
     SYSTEM_PROMPTS,
+    TEMPLATED_EXEMPLARS,
+    WRITTEN_EXEMPLARS,
     Kind,
 )
-from discovery.splits import Side, assign_sides, combos_by_side
+from discovery.splits import HELDOUT, SELECTION, Side, assign_sides, combos_by_side
+from discovery.templated import TEMPLATES, fill, template_combos
 
-__all__ = ["FILTER_RULES", "KINDS", "Ask", "InstructedSpec", "asks", "build_instructed", "extract_line",
-           "load_instructed", "rule_out"]
+__all__ = ["FILTER_RULES", "FILTER_VERSION", "KINDS", "Ask", "InstructedSpec", "asks", "build_instructed", "exemplar_pools",
+           "extract_line", "load_instructed", "rivals", "rule_out"]
 
 KINDS: dict[str, Kind] = {k.name: k for k in CONTRAST_KINDS + HARD_KINDS}
 MIN_WORDS = 3
@@ -80,6 +83,7 @@ class InstructedSpec:
     top_p: float = 0.95
     heldout_fraction: float = 0.4  # of openers and of subjects (discovery/splits.py)
     margin: float = 0.15  # nats per token the own instruction must win by (filter rule 5)
+    shots: int = INSTRUCTED_SHOTS  # exemplar answers shown before each contrast-kind request (0: zero-shot)
 
     def sampling(self) -> Sampling:
         return Sampling(seed=self.seed, max_new_tokens=self.max_new_tokens, batch_size=self.batch_size,
@@ -94,29 +98,40 @@ class Ask:
     split: Side
     system: str
     variant: int  # which instruction paraphrase (the contrast instructions use the same index)
+    shots: tuple[tuple[str, str], ...] = ()  # (instruction, answer line) turns shown before the request
 
     @property
     def opener(self) -> str:
         return self.frame.format(s=self.subject, S=self.subject[:1].upper() + self.subject[1:])
 
-    def instruction(self, kind: Kind | None = None) -> str:
+    def instruction(self, kind: Kind | None = None, subject: str | None = None) -> str:
         paraphrases = (kind or KINDS[self.kind]).instructions
-        return paraphrases[self.variant % len(paraphrases)].format(s=self.subject)
+        return paraphrases[self.variant % len(paraphrases)].format(s=subject or self.subject)
 
-    def prompt(self, tokenizer: Any, kind: Kind | None = None) -> str:
-        """Chat template (system, user instruction), the assistant's turn opened with a quote and the opener."""
-        messages = [{"role": "system", "content": self.system}, {"role": "user", "content": self.instruction(kind)}]
+    def prompt(self, tokenizer: Any, kind: Kind | None = None, with_shots: bool = True) -> str:
+        """Chat template (system, the shots as earlier turns, user instruction), the assistant's turn
+        opened with a quote and the opener. Rule 5 asks without shots: it compares instructions, and
+        the shots belong to one of them."""
+        messages = [{"role": "system", "content": self.system}]
+        for instruction, line in self.shots if with_shots else ():
+            messages += [{"role": "user", "content": instruction},
+                         {"role": "assistant", "content": f'"{line}"'}]
+        messages.append({"role": "user", "content": self.instruction(kind)})
         head = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
         return head + '"' + self.opener
 
 
-# The instructions an output is compared with (rule 5): two of the opposite label, the plainest
-# ones (three forwards per output; comparing with all four of the opposite label cost twice that).
+# The instructions an output is compared with (rule 5), by the output's own label: two of the
+# opposite label, the plainest ones (three forwards per output; comparing with all four of the
+# opposite label cost twice that). Until 2026-11-27 the lookup took the other label's entry, so
+# toxic lines were compared with toxic instructions and benign with benign (FILTER_VERSION 1).
 _RIVALS = {1: ("compliment", "neutral description"), 0: ("insult", "threat")}
+FILTER_VERSION = 2  # in every batch key: a set filtered by an older rule 5 is made again
 
 
-def _contrast(kind: Kind) -> list[Kind]:
-    return [KINDS[name] for name in _RIVALS[1 - kind.label]]
+def rivals(kind: Kind) -> list[Kind]:
+    """The opposite-label instructions rule 5 compares an output of `kind` with."""
+    return [KINDS[name] for name in _RIVALS[kind.label]]
 
 
 def asks(spec: InstructedSpec) -> list[Ask]:
@@ -144,6 +159,41 @@ def asks(spec: InstructedSpec) -> list[Ask]:
             for _ in range(spec.samples):
                 out.append(Ask(kind.name, frame, subject, side, rng.choice(SYSTEM_PROMPTS),
                                rng.randrange(len(kind.instructions))))
+    return _add_shots(out, spec, subject_sides) if spec.shots else out
+
+
+def exemplar_pools(spec: InstructedSpec) -> dict[tuple[str, Side], list[str]]:
+    """(kind, side) -> the lines a request of that kind on that side may be shown as earlier answers."""
+    f, seed = spec.heldout_fraction, spec.seed
+    pools: dict[tuple[str, Side], list[str]] = {}
+    for kind, (name, label) in TEMPLATED_EXEMPLARS.items():
+        tpl = next(t for t in TEMPLATES if t.name == name)
+        for frame, phrase, side in template_combos(tpl, label, f, seed):
+            pools.setdefault((kind, side), []).append(fill(frame, phrase))
+    for kind, lines in WRITTEN_EXEMPLARS.items():
+        for line, side in assign_sides(lines, f, seed, f"exemplars:{kind}").items():
+            pools.setdefault((kind, side), []).append(line)
+    return pools
+
+
+def _add_shots(items: list[Ask], spec: InstructedSpec, subject_sides: dict[str, Side]) -> list[Ask]:
+    """Each contrast-kind request with `spec.shots` exemplar turns drawn from its own side of the
+    split, so a held-out line never borrows a selection line's phrase (nor the reverse). The shots
+    take their own random stream: the requests themselves are the zero-shot ones, pair for pair."""
+    rng = random.Random(f"{spec.seed}:shots")
+    pools = exemplar_pools(spec)
+    subjects = {side: sorted(s for s, sd in subject_sides.items() if sd == side)
+                for side in (SELECTION, HELDOUT)}
+    out = []
+    for ask in items:
+        pool = pools.get((ask.kind, ask.split))
+        if not pool:  # hard-negative kinds: their own openers already keep them on task
+            out.append(ask)
+            continue
+        others = [s for s in subjects[ask.split] if s != ask.subject]
+        shots = tuple((ask.instruction(subject=rng.choice(others)), line)
+                      for line in rng.sample(pool, min(spec.shots, len(pool))))
+        out.append(replace(ask, shots=shots))
     return out
 
 
@@ -204,8 +254,8 @@ def _judge_on_task(batch: Sequence[Ask], written: list[str], candidates: list[in
     for i in candidates:
         ask = batch[i]
         kind = KINDS[ask.kind]
-        for k in [kind, *_contrast(kind)]:
-            jobs.append((i, k.name, ask.prompt(tokenizer, k)))
+        for k in [kind, *rivals(kind)]:
+            jobs.append((i, k.name, ask.prompt(tokenizer, k, with_shots=False)))
     scores: dict[int, dict[str, float]] = {}
     for start in range(0, len(jobs), 32):
         chunk = jobs[start : start + 32]
@@ -242,12 +292,19 @@ def build_instructed(model_dir: str | Path, out: str | Path, spec: InstructedSpe
             reason = reasons[i] or (None if lk["own"] >= lk["rival_logprob"] + spec.margin else "off-task")
             out.append({"kind": kind.name, "category": kind.category, "label": kind.label, "frame": ask.frame,
                         "subject": ask.subject, "split": ask.split, "system": ask.system,
-                        "instruction": ask.instruction(), "completion": completions[i], "line": lines[i],
+                        "instruction": ask.instruction(), "shown": [line for _, line in ask.shots],
+                        "completion": completions[i], "line": lines[i],
                         "dropped": reason, "likelihood": lk})
         return out
 
-    return generate_jsonl(model_dir, Path(out), items, lambda a: a.prompt(tokenizer), lambda a: asdict(a), records,
-                          spec.sampling(), asdict(spec), "instructed: generating")
+    return generate_jsonl(model_dir, Path(out), items, lambda a: a.prompt(tokenizer), _key, records,
+                          spec.sampling(), _key(spec), "instructed: generating")
+
+
+def _key(item: Ask | InstructedSpec) -> dict[str, Any]:
+    """What a batch depends on: the request or the spec, and for the spec the filter's version."""
+    key = asdict(item)
+    return key | {"filter_version": FILTER_VERSION} if isinstance(item, InstructedSpec) else key
 
 
 def load_instructed(path: str | Path) -> list[dict[str, Any]]:

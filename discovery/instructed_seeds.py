@@ -20,6 +20,8 @@ __all__ = [
     "PEOPLE",
     "GROUPS",
     "SYSTEM_PROMPTS",
+    "TEMPLATED_EXEMPLARS",
+    "WRITTEN_EXEMPLARS",
 ]
 
 
@@ -179,3 +181,50 @@ HARD_KINDS: tuple[Kind, ...] = (
                 "Breaking:", "Unfortunately,"),
         subjects=_SAD_EVENTS),
 )
+
+# Few-shot exemplars (InstructedSpec.shots): lines shown to the model as its earlier answers to
+# the same kind of request, before the request itself. Zero-shot, SmolLM2-135M mostly ignores a
+# hostile instruction (README, "How often the model does what it is asked"); shown a few short
+# answers, it writes lines of that kind. The toxic kinds and compliments borrow the templated
+# lines of their category (discovery/templated.py; template name, hostile or benign phrases), so
+# no hostile text is written here; the other benign contrast kinds have plain lines of their own.
+TEMPLATED_EXEMPLARS: dict[str, tuple[str, int]] = {
+    "insult": ("insult", 1),
+    "sarcastic put-down": ("insult", 1),
+    "threat": ("threat", 1),
+    "dehumanising": ("dehumanising", 1),
+    "compliment": ("insult", 0),
+}
+WRITTEN_EXEMPLARS: dict[str, tuple[str, ...]] = {
+    "neutral description": (
+        "You work at the bakery on weekdays.", "You moved here two years ago.",
+        "You usually take the early train.", "You have a blue car and a small garden.",
+        "You speak two languages.", "You were at the meeting on Monday.", "You live on the third floor.",
+        "You started the job in March.", "You drink your coffee without sugar.",
+        "You walk the dog every evening.",
+    ),
+    "polite disagreement": (
+        "I see your point, but I think the plan needs more time.",
+        "I respect your view, though I read the numbers differently.",
+        "I'm not sure I agree; the older design worked well for us.",
+        "That's a fair idea, but I would choose the other route.",
+        "I hear you, but I think we should wait until Friday.",
+        "With respect, I don't think the price is the main problem.",
+        "I understand why you say that, but I see it another way.",
+        "Good point, although I still prefer the first option.",
+        "I may be wrong, but I think the meeting should stay on Tuesday.",
+        "I disagree a little: the team did well this season.",
+    ),
+    "polite criticism": (
+        "The report is good, but the dates in the second table are wrong.",
+        "Thanks for the draft; the last paragraph could be shorter.",
+        "Nice work, though you forgot to lock the back door.",
+        "The cake was lovely, but it needed a few more minutes in the oven.",
+        "You did well, but please check the spelling before sending it.",
+        "It's a good start; the figures need their units.",
+        "I liked it, but the introduction repeats the title.",
+        "Thank you, but the invoice went to the wrong address.",
+        "Great effort, though the second answer misses a step.",
+        "The layout is clear, but the font is too small to read.",
+    ),
+}

@@ -94,10 +94,10 @@ def _by_set(by_scorer: dict[str, Any] | None) -> list[str]:
         return []
     cats = [c for c in TOXIC_CATEGORIES if c != "profanity"]
     lines = ["", "**Beyond the lexicon, per set**: the non-lexical categories of each set on their "
-             "own (toxic lines against the same set's benign lines). The instructed lines' labels are "
-             "mostly wrong (the model is off-task, see Labelled data); the templated lines' are right by "
-             "construction, and no kept templated line holds a word of the profanity list "
-             "(discovery/templated.py). Recall and false-positive rate at 0.5:", "",
+             "own (toxic lines against the same set's benign lines). The instructed lines' labels "
+             "are noisy (the model is often off-task; read the samples under Labelled data); the "
+             "templated lines' are right by construction, and no kept templated line holds a word of "
+             "the profanity list (discovery/templated.py). Recall and false-positive rate at 0.5:", "",
              "| set | scorer | AUROC non-lexical | " + " | ".join(f"recall {c}" for c in cats)
              + " | false-positive rate, the set's benign lines |", "|---|---|---|" + "---|" * (len(cats) + 1)]
     for name, sets in by_scorer.items():

@@ -1,8 +1,9 @@
 """Templated hostility: insults, threats and dehumanising remarks with no word of the lexicon.
 
 The instructed sets (discovery/instructed.py) were meant to give the non-lexical categories their
-labels, but SmolLM2-135M is mostly off-task when asked for an insult or a threat, so those labels
-are mostly wrong. These lines give the same categories labels that are right by construction: a
+labels, but SmolLM2-135M is often off-task when asked for an insult or a threat (zero-shot, mostly;
+shown a few of these lines first, less often: discovery/instructed_seeds.py), so those labels are
+noisy. These lines give the same categories labels that are right by construction: a
 neutral frame filled with a hostile phrase or with a benign one (`TEMPLATES`), the same frames
 for both, so only the phrase carries the label, and the template names the category (as an
 instruction does in the instructed sets).
@@ -37,9 +38,10 @@ from typing import Any
 
 from discovery.corpus import CorpusSpec
 from discovery.judges import get_judge
-from discovery.splits import assign_sides, combos_by_side
+from discovery.splits import Side, assign_sides, combos_by_side
 
-__all__ = ["TEMPLATES", "Template", "build_templated", "load_templated", "templated_summary"]
+__all__ = ["TEMPLATES", "Template", "build_templated", "fill", "load_templated", "template_combos",
+           "templated_summary"]
 
 
 @dataclass(frozen=True)
@@ -145,9 +147,18 @@ TEMPLATES: tuple[Template, ...] = (
 )
 
 
-def _line(frame: str, phrase: str) -> str:
+def fill(frame: str, phrase: str) -> str:
+    """A frame with its slot filled, capitalised: one templated line."""
     line = frame.format(x=phrase)
     return line[0].upper() + line[1:]
+
+
+def template_combos(tpl: Template, label: int, fraction: float, seed: int) -> list[tuple[str, str, Side]]:
+    """Every (frame, phrase, side) of a template's hostile (label 1) or benign (0) lines whose frame
+    and phrase fall on the same side, in a fixed order."""
+    frames = assign_sides(tpl.frames, fraction, seed, f"templated_{tpl.name}_frames")
+    pool = f"templated_{tpl.name}_{'hostile' if label else 'benign'}"
+    return combos_by_side(frames, assign_sides(tpl.hostile if label else tpl.benign, fraction, seed, pool))
 
 
 def build_templated(out: str | Path, spec: CorpusSpec) -> Path:
@@ -162,14 +173,12 @@ def build_templated(out: str | Path, spec: CorpusSpec) -> Path:
     rng = random.Random(seed)
     chosen: list[dict[str, Any]] = []
     for tpl in TEMPLATES:
-        frames = assign_sides(tpl.frames, f, seed, f"templated_{tpl.name}_frames")
-        for label, phrases, kind, category in ((1, tpl.hostile, f"templated_{tpl.name}", tpl.category),
-                                               (0, tpl.benign, f"templated_{tpl.name}_contrast", "benign")):
-            pool = f"templated_{tpl.name}_{'hostile' if label else 'benign'}"
-            combos = combos_by_side(frames, assign_sides(phrases, f, seed, pool))
+        for label, kind, category in ((1, f"templated_{tpl.name}", tpl.category),
+                                      (0, f"templated_{tpl.name}_contrast", "benign")):
+            combos = template_combos(tpl, label, f, seed)
             for fr, phrase, side in rng.sample(combos, max(1, round(len(combos) * spec.scale))):
                 chosen.append({"kind": kind, "category": category, "label": label, "frame": fr,
-                               "subject": phrase, "split": side, "line": _line(fr, phrase)})
+                               "subject": phrase, "split": side, "line": fill(fr, phrase)})
     lines = [c["line"] for c in chosen]
     judge = get_judge("alt-profanity-check").score(lines)
     hits = get_judge("better-profanity").score(lines)

@@ -3,8 +3,20 @@
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import replace
 
-from discovery.instructed import BENIGN_SHARE, KINDS, InstructedSpec, asks, extract_line, rule_out
+from discovery.instructed import (
+    BENIGN_SHARE,
+    FILTER_VERSION,
+    KINDS,
+    InstructedSpec,
+    _key,
+    asks,
+    exemplar_pools,
+    extract_line,
+    rivals,
+    rule_out,
+)
 from discovery.instructed_seeds import CONTRAST_KINDS
 
 
@@ -36,3 +48,45 @@ def test_asks_share_frames_and_subjects_across_contrast_kinds() -> None:
     held = {a.frame for a in items if a.split == "heldout"}
     assert held.isdisjoint({a.frame for a in items if a.split == "selection"})
     assert items == asks(InstructedSpec(scale=1.0))  # seeded
+
+
+def test_shots_come_from_the_requests_own_side_and_leave_the_requests_unchanged() -> None:
+    zero, few = asks(InstructedSpec(shots=0)), asks(InstructedSpec(shots=3))
+    assert [replace(a, shots=()) for a in few] == zero  # the same requests, pair for pair
+    pools = exemplar_pools(InstructedSpec())
+    other = {"selection": "heldout", "heldout": "selection"}
+    for ask in few:
+        if ask.kind not in pools_kinds(pools):  # hard negatives keep their own openers, no shots
+            assert ask.shots == ()
+            continue
+        assert len(ask.shots) == 3
+        for instruction, line in ask.shots:
+            assert line in pools[(ask.kind, ask.split)]
+            assert line not in pools[(ask.kind, other[ask.split])]
+            assert instruction != ask.instruction()  # another subject of the same side
+    held = {line for (_, side), lines in pools.items() if side == "heldout" for line in lines}
+    chosen = {line for (_, side), lines in pools.items() if side == "selection" for line in lines}
+    assert held.isdisjoint(chosen)
+
+
+def test_shots_are_shown_to_the_generator_not_to_the_filter() -> None:
+    class Tok:  # a chat template that shows the turns, for reading the prompt
+        def apply_chat_template(self, messages, add_generation_prompt: bool, tokenize: bool) -> str:
+            return "".join(f"<{m['role']}>{m['content']}" for m in messages) + "<assistant>"
+
+    ask = next(a for a in asks(InstructedSpec(shots=2)) if a.kind == "threat")
+    shown = ask.prompt(Tok())
+    assert all(f'<assistant>"{line}"' in shown for _, line in ask.shots)
+    assert shown.endswith('<assistant>"' + ask.opener)
+    assert ask.prompt(Tok(), KINDS["compliment"], with_shots=False) == (
+        f"<system>{ask.system}<user>{ask.instruction(KINDS['compliment'])}<assistant>\"{ask.opener}")
+
+
+def test_rule_5_compares_an_output_with_the_opposite_labels_instructions() -> None:
+    for kind in CONTRAST_KINDS:
+        assert {r.label for r in rivals(kind)} == {1 - kind.label}
+    assert _key(InstructedSpec())["filter_version"] == FILTER_VERSION  # a fixed filter remakes the set
+
+
+def pools_kinds(pools: dict[tuple[str, str], list[str]]) -> set[str]:
+    return {kind for kind, _ in pools}
