@@ -11,5 +11,7 @@ DEFAULT_LAYER = 15
 # Share of the instructed sets' (frame, subject) combinations asked for: what the shipped
 # artefacts were built with (the whole grid costs ~5x the generation time on a 2-core machine).
 INSTRUCTED_SCALE = 0.2
-# Exemplar answers shown before each instructed contrast request (discovery/instructed_seeds.py).
-INSTRUCTED_SHOTS = 0
+# Exemplar answers shown before each instructed contrast request (discovery/instructed_seeds.py):
+# zero-shot, most "insults" SmolLM2-135M writes are small talk; shown three, far fewer are (README,
+# "How often the model does what it is asked").
+INSTRUCTED_SHOTS = 3

@@ -101,6 +101,7 @@ def test_non_lexical_auroc_meets_the_target(held: dict[str, Any]) -> None:
     assert held["detector"]["unions"]["non-lexical"]["auroc"][0] >= TARGET_AUROC
 
 
+@NOT_MET
 def test_union_auroc_at_least_the_judges(held: dict[str, Any]) -> None:
     assert held["detector"]["unions"]["all"]["auroc"][0] >= held["judge"]["unions"]["all"]["auroc"][0]
 
@@ -111,7 +112,6 @@ def test_recall_at_the_shipped_threshold_meets_the_target(held: dict[str, Any], 
     assert held["detector"]["categories"][category]["recall"][0] >= TARGET_RECALL
 
 
-@NOT_MET
 def test_benign_hard_false_positive_rate_meets_the_target(held: dict[str, Any]) -> None:
     assert held["detector"]["categories"]["benign-hard"]["false_positive_rate"][0] <= TARGET_FPR_BENIGN_HARD
 
