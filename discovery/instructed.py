@@ -8,7 +8,11 @@ Each request is a chat: a system prompt asking for one line of dialogue, the ins
 subject ("Insult the referee harshly."), and the assistant's turn prefilled with an opening quote
 and an opener that every contrast kind shares ('"Listen, the referee,'). The model writes the
 rest; the *line* (opener + what it wrote, up to the closing quote) is the text that gets
-labelled and scored. The instruction never is: it would give the label away.
+labelled and scored. The instruction never is: it would give the label away. With
+`InstructedSpec.shots` > 0, the chat first shows that many earlier requests of the same kind, for
+other subjects, answered with short lines of the kind (`exemplar_pools`: templated lines of the
+category, or plain written ones; from the request's own side of the split): zero-shot,
+SmolLM2-135M mostly ignores a hostile instruction.
 
 The filter (`FILTER_RULES`, in order; the first that applies drops the output):
 1. incomplete: no closing quote and no sentence end in what the model wrote;
@@ -54,8 +58,8 @@ from discovery.instructed_seeds import (
 from discovery.splits import HELDOUT, SELECTION, Side, assign_sides, combos_by_side
 from discovery.templated import TEMPLATES, fill, template_combos
 
-__all__ = ["FILTER_RULES", "FILTER_VERSION", "KINDS", "Ask", "InstructedSpec", "asks", "build_instructed", "exemplar_pools",
-           "extract_line", "load_instructed", "rivals", "rule_out"]
+__all__ = ["FILTER_RULES", "FILTER_VERSION", "KINDS", "Ask", "InstructedSpec", "asks", "build_instructed",
+           "exemplar_pools", "extract_line", "load_instructed", "rivals", "rule_out"]
 
 KINDS: dict[str, Kind] = {k.name: k for k in CONTRAST_KINDS + HARD_KINDS}
 MIN_WORDS = 3
