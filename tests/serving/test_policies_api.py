@@ -134,7 +134,11 @@ def _stream_text(client: openai.OpenAI, prompt: str, **kw: Any) -> tuple[str, st
 
 def test_streaming_stop_ends_before_the_toxic_tokens_and_sends_nothing_after(gateway_url: str) -> None:
     full, finish_open, open_safety = _stream_text(openai_client(gateway_url, PUBLIC_KEY), STOP_PROMPT)
-    assert finish_open == "length" and open_safety["completion"]["flagged"] and STOP_WORD in full
+    # Released whole under the open policy. Its score at the end may be under the threshold again
+    # (signed weights: "I'm not a bitch, I'm a human..." adds benign evidence), so whether the whole
+    # text is flagged depends on the detector (the three-shot one: 0.19); the stop gate judges every
+    # prefix as it comes.
+    assert finish_open == "length" and STOP_WORD in full and open_safety is not None
     sent, finish, safety = _stream_text(openai_client(gateway_url, STOPPER_KEY), STOP_PROMPT)
     assert finish == "content_filter"
     # What went out is a strict prefix of the unstopped text, without the toxic words.
