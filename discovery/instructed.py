@@ -301,14 +301,13 @@ def build_instructed(model_dir: str | Path, out: str | Path, spec: InstructedSpe
                         "dropped": reason, "likelihood": lk})
         return out
 
-    return generate_jsonl(model_dir, Path(out), items, lambda a: a.prompt(tokenizer), _key, records,
-                          spec.sampling(), _key(spec), "instructed: generating")
+    return generate_jsonl(model_dir, Path(out), items, lambda a: a.prompt(tokenizer), asdict, records,
+                          spec.sampling(), _context(spec), "instructed: generating")
 
 
-def _key(item: Ask | InstructedSpec) -> dict[str, Any]:
-    """What a batch depends on: the request or the spec, and for the spec the filter's version."""
-    key = asdict(item)
-    return key | {"filter_version": FILTER_VERSION} if isinstance(item, InstructedSpec) else key
+def _context(spec: InstructedSpec) -> dict[str, Any]:
+    """What every batch depends on besides its requests: the spec and the filter's version."""
+    return asdict(spec) | {"filter_version": FILTER_VERSION}
 
 
 def load_instructed(path: str | Path) -> list[dict[str, Any]]:

@@ -10,7 +10,7 @@ from discovery.instructed import (
     FILTER_VERSION,
     KINDS,
     InstructedSpec,
-    _key,
+    _context,
     asks,
     exemplar_pools,
     extract_line,
@@ -56,7 +56,7 @@ def test_shots_come_from_the_requests_own_side_and_leave_the_requests_unchanged(
     pools = exemplar_pools(InstructedSpec())
     other = {"selection": "heldout", "heldout": "selection"}
     for ask in few:
-        if ask.kind not in pools_kinds(pools):  # hard negatives keep their own openers, no shots
+        if ask.kind not in {kind for kind, _ in pools}:  # hard negatives keep their own openers, no shots
             assert ask.shots == ()
             continue
         assert len(ask.shots) == 3
@@ -85,8 +85,5 @@ def test_shots_are_shown_to_the_generator_not_to_the_filter() -> None:
 def test_rule_5_compares_an_output_with_the_opposite_labels_instructions() -> None:
     for kind in CONTRAST_KINDS:
         assert {r.label for r in rivals(kind)} == {1 - kind.label}
-    assert _key(InstructedSpec())["filter_version"] == FILTER_VERSION  # a fixed filter remakes the set
+    assert _context(InstructedSpec())["filter_version"] == FILTER_VERSION  # a fixed filter remakes the set
 
-
-def pools_kinds(pools: dict[tuple[str, str], list[str]]) -> set[str]:
-    return {kind for kind, _ in pools}
