@@ -99,6 +99,12 @@ CANDIDATES: list[TierRecipe] = [
     # +10% perplexity; -1x: -65% at +38%), so two between them, and the gentle one on more features.
     *(TierRecipe("clamp", strength=s, gate=None, top_k=10) for s in (-0.6, -0.75)),
     TierRecipe("clamp", strength=-0.5, gate=None, top_k=20),
+    # Ninth round, on the three-shot detector's 53 toxic features (2026-11-28, 17 of the 40 above
+    # measured): the detector gate at -5 met light's cut and changed-answer bounds (clamp -3x on 20:
+    # -30%, 5% changed) but missed its perplexity bound by 0.06 points (+2.06%), so a gentler clamp
+    # behind it and clamps behind a higher level, which opens on fewer tokens.
+    TierRecipe("clamp", strength=-2.0, detector_gate=-5.0, top_k=20),
+    *(TierRecipe("clamp", strength=s, detector_gate=-4.0, top_k=20) for s in (-3.0, -6.0)),
 ]
 
 
