@@ -109,7 +109,7 @@ def _find_features(args: argparse.Namespace) -> int:
         model_dir=_setup(args), work_dir=_work_dir(args), sae_dir=args.sae or EMBEDDED_SAE,
         model_name=args.model_name,
         out=args.out or EMBEDDED_FEATURES, data=_data_spec(args), seed=args.seed,
-        signed=not args.nonneg_weights,
+        signed=not args.nonneg_weights, review_selection=args.review_selection,
     )
     data = run_find_features(job)
     print(format_features_report(data))
@@ -165,6 +165,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--nonneg-weights", action="store_true",
                    help="only toxic evidence: non-negative detector weights (the form of the detectors "
                    "shipped so far; default: weights of both signs, benign evidence counting against)")
+    p.add_argument("--review-selection", action="store_true",
+                   help="fit on the reader's labels where discovery/data/review.jsonl has read a "
+                   "selection line (discovery/review.py; default: the sets' own labels)")
     p.set_defaults(func=_find_features)
 
     p = sub.add_parser("tier-gates", help="how often tier gates open on toxic vs benign text (offline)",

@@ -34,6 +34,7 @@ from discovery.judges import JUDGES, get_judge
 from discovery.labelled import VIEWS, DataSpec, chat_view
 from discovery.labelled_activations import LabelledActivations, load_labelled_activations
 from discovery.report import write_features_report
+from discovery.review import REVIEW_FILE, load_review, reviewed_section, selection_under_review
 from discovery.scoring import score_texts
 from discovery.templated import load_templated, templated_summary
 from discovery.thresholds import FPR_BUDGET, SHORT_WORDS, is_short, operating_point, short_shift
@@ -58,6 +59,8 @@ class FindFeaturesJob:
     seed: int = 0
     n_boot: int = 1000
     signed: bool = True  # detector weights of both signs (discovery/features.py); False: non-negative
+    review: Path | None = REVIEW_FILE  # a reader's verdicts on held-out lines (discovery/review.py)
+    review_selection: bool = False  # fit on the reader's labels where the review has read a selection line
 
 
 def filter_table(instructed: list[dict[str, Any]]) -> dict[str, dict[str, int]]:
@@ -110,7 +113,15 @@ def _first_word_checks(model: Any, tokenizer: Any, detector: ToxicityDetector, h
 def run_find_features(job: FindFeaturesJob) -> dict[str, Any]:
     started = time.monotonic()
     la = load_labelled_activations(job.model_dir, job.work_dir, job.data, job.sae_dir)
+    reviewed_selection: dict[str, int] | None = None
+    if job.review_selection:
+        if job.review is None:
+            raise ValueError("--review-selection needs a review file")
+        keep, records, reviewed_selection = selection_under_review(la.texts, load_review(job.review))
+        la = la.subset(keep, records)
     feature_set, selection = _select(job, la)
+    if reviewed_selection is not None:
+        selection["selection"]["readers_labels"] = reviewed_selection
     held_texts, det_scores, judge_scores, heldout = _score_heldout(job, la, feature_set)
     sel, categories = ~la.held, la.categories
     feature_set.extra = {
@@ -140,6 +151,17 @@ def run_find_features(job: FindFeaturesJob) -> dict[str, Any]:
                                ensure_ascii=False) + "\n")
     write_features_report(job.out.parent / "features_report.md", data)
     return data
+
+
+def _reviewed(job: FindFeaturesJob, held_texts: list[dict[str, Any]], scorers: dict[str, np.ndarray]
+              ) -> dict[str, Any] | None:
+    """Every scorer on the reader's labels, where the review file has read any of these lines."""
+    if job.review is None or not job.review.exists():
+        return None
+    review = load_review(job.review)
+    if not any(t["visible"] in review for t in held_texts):  # another split: nothing of it was read
+        return None
+    return reviewed_section(held_texts, scorers, review, job.n_boot, job.seed)
 
 
 def _select(job: FindFeaturesJob, la: LabelledActivations) -> tuple[FeatureSet, dict[str, Any]]:
@@ -231,4 +253,7 @@ def _score_heldout(job: FindFeaturesJob, la: LabelledActivations, feature_set: F
                "checks": checks,
                "intervals": f"95% percentile bootstrap over groups (both views of a line together), "
                             f"{job.n_boot} resamples"}
+    reviewed = _reviewed(job, held_texts, scorers)
+    if reviewed is not None:
+        heldout["reviewed"] = reviewed
     return held_texts, det_scores, judge_scores, heldout

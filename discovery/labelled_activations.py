@@ -8,7 +8,7 @@ scored tokens of each text, attention sink left out), keyed by the layer and the
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +44,15 @@ class LabelledActivations:
     def text_acts(self, i: int) -> torch.Tensor:
         """(T_i, d_model) fp16: text i's scored tokens at the SAE's layer."""
         return self.acts[self.offsets[i] : self.offsets[i + 1]]
+
+    def subset(self, keep: np.ndarray, texts: list[dict[str, Any]]) -> LabelledActivations:
+        """Only the texts `keep` (k,), whose records become `texts` (labels and categories read
+        from them): e.g. the selection split under a reader's labels (discovery/review.py)."""
+        pieces = [self.text_acts(int(i)) for i in keep]
+        offsets = torch.tensor([0, *np.cumsum([len(p) for p in pieces]).tolist()], dtype=self.offsets.dtype)
+        return replace(self, texts=texts, acts=torch.cat(pieces), offsets=offsets,
+                       labels=np.array([t["label"] for t in texts]),
+                       categories=np.array([t["category"] for t in texts]), held=self.held[keep])
 
     @torch.no_grad()
     def encode(self, i: int) -> torch.Tensor:

@@ -6,8 +6,9 @@ from pathlib import Path
 from typing import Any
 
 from discovery.labelled import CATEGORIES, TOXIC_CATEGORIES
+from discovery.review import OUTCOMES
 
-__all__ = ["format_features_report", "write_features_report"]
+__all__ = ["format_features_report", "format_reviewed", "write_features_report"]
 
 _SCORER_NAMES = {"detector": "**steergate SAE detector** (in-model)", "alt-profanity-check": "`alt-profanity-check`",
                  "better-profanity": "`better-profanity` (word list)"}
@@ -39,6 +40,26 @@ def _scorer_tables(held: dict[str, Any]) -> list[str]:
         else:
             lines.append(f"| {c}: false-positive rate | {n} | "
                          + " | ".join(_ci(m["categories"][c]["false_positive_rate"]) for m in scorers.values()) + " |")
+    return lines
+
+
+def format_reviewed(section: dict[str, Any]) -> list[str]:
+    """The held-out numbers on the reader's labels (discovery/review.py), and how far the reader
+    agreed with each set's labels."""
+    lines = ["## Held-out split, the reader's labels", "",
+             "Every held-out line of the lexical corpus, the short lines and the instructed sets was read "
+             "by one reader, shuffled and shown without its label, set or any score (discovery/review.py "
+             "says what toxic, benign and unclear mean; the verdicts are "
+             "discovery/data/review.jsonl). Under the reader's labels a line the reader contradicts "
+             "changes label, an unclear one is left out, and the templated lines keep theirs (right by "
+             "construction). So on profanity `alt-profanity-check` is no longer scored only against its own "
+             "labels, though it still chose which lines are in the set. Lines per set and labelled "
+             "category:", "",
+             "| set: labelled category | " + " | ".join(OUTCOMES) + " |", "|---|" + "---|" * len(OUTCOMES)]
+    lines += [f"| {k} | " + " | ".join(str(row[o]) for o in OUTCOMES) + " |"
+              for k, row in section["agreement"].items()]
+    lines += ["", f"On the reader's labels: {section['texts']} texts ({section['toxic']} toxic), "
+              "threshold 0.5.", "", *_scorer_tables(section)]
     return lines
 
 
@@ -165,6 +186,7 @@ def format_features_report(data: dict[str, Any]) -> str:
         "",
         *_scorer_tables(held),
         "",
+        *(format_reviewed(held["reviewed"]) + [""] if "reviewed" in held else []),
         *_checks(held, sel.get("short_shift")),
         "",
         *_data(data),
@@ -178,6 +200,9 @@ def format_features_report(data: dict[str, Any]) -> str:
         "held apart): "
         + ", ".join(f"C={t['C']}: {t['features']} features, AUROC {t['validation_auroc']:.4f}"
                     + (" (chosen)" if t.get("chosen") else "") for t in sel["size_search"])
+        + (". Fitted on the reader's labels where the review file has read a selection line "
+           f"(discovery/review.py; {sel['readers_labels']['relabelled']} selection texts changed label, "
+           f"{sel['readers_labels']['left_out']} were left out)" if "readers_labels" in sel else "")
         + f". Operating point: the lowest score that flags at most {sel['fpr_budget']:.0%} of the selection split's "
         f"benign and benign-hard texts as scored {sel.get('operating_point_scores', 'in-sample')} "
         f"({sel['operating_point_before_folding']:.4f}, folded into the bias). Per "

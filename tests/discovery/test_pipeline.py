@@ -9,6 +9,7 @@ resuming from the work directory.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -121,6 +122,33 @@ def test_find_features_writes_features_report_and_heldout(trained: tuple[TrainSA
     report = (out.parent / "features_report.md").read_text()
     assert "Held-out split" in report and "Labelled data" in report
     assert "Beyond the lexicon, per set" in report and "Templated lines" in report
+
+
+def test_find_features_reports_and_fits_on_a_readers_labels(trained: tuple[TrainSAEJob, dict],
+                                                           tmp_path: Path) -> None:
+    """A review file (discovery/review.py) that reads one held-out and one selection line as benign:
+    the report gains the reader's-labels section, and --review-selection fits on the new label."""
+    job, _ = trained
+    out = job.out_dir.parent / "features.json"
+    if not out.exists():  # run alone: make the held-out file first
+        run_find_features(FindFeaturesJob(model_dir=job.model_dir, work_dir=job.work_dir, sae_dir=job.out_dir,
+                                          out=out, data=DATA, seed=1, n_boot=50))
+    rows = [json.loads(x) for x in (out.parent / "heldout.jsonl").read_text().splitlines()]
+    held_line = next(r["visible"] for r in rows if r["set"] == "short" and r["label"] == 1)
+    selection_line = next(r["line"] for r in load_instructed(job.work_dir / "instructed.jsonl")
+                          if r["dropped"] is None and r["split"] == "selection" and r["label"] == 1)
+    review = tmp_path / "review.jsonl"
+    verdicts = [{"text": t, "verdict": "benign"} for t in (held_line, selection_line)]
+    review.write_text("".join(json.dumps(v) + "\n" for v in verdicts))
+    data = run_find_features(FindFeaturesJob(
+        model_dir=job.model_dir, work_dir=job.work_dir, sae_dir=job.out_dir, data=DATA, seed=1, n_boot=20,
+        out=tmp_path / "reviewed" / "features.json", review=review, review_selection=True))
+    reviewed = data["heldout"]["reviewed"]
+    assert reviewed["agreement"]["short: profanity"]["contradicted"] == 1
+    assert set(reviewed["scorers"]) == set(data["heldout"]["scorers"])
+    assert data["selection"]["readers_labels"]["relabelled"] >= 2  # both views of the selection line
+    report = (tmp_path / "reviewed" / "features_report.md").read_text()
+    assert "## Held-out split, the reader's labels" in report and "Fitted on the reader's labels" in report
 
 
 def test_tier_gates_reads_the_same_labelled_activations(trained: tuple[TrainSAEJob, dict]) -> None:

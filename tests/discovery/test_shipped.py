@@ -19,6 +19,7 @@ from discovery.activations import load_lm
 from discovery.evaluation import scorer_metrics
 from discovery.judges import get_judge
 from discovery.labelled import DataSpec, labelled_texts
+from discovery.review import REVIEW_FILE, load_review, reviewed_section
 from discovery.scoring import load_detector, score_texts
 from discovery.short_lines import build_short, load_short
 from discovery.splits import HELDOUT
@@ -49,7 +50,20 @@ def held() -> dict[str, Any]:
     return {"records": records, "scores": scores,
             "detector": scorer_metrics(scores, records, THRESHOLD, n_boot=200),
             "judge": scorer_metrics(judge, records, THRESHOLD, n_boot=200),
+            "reviewed": reviewed_section(records, {"detector": scores, "alt-profanity-check": judge},
+                                         load_review(REVIEW_FILE), n_boot=200),
             "reported": FeatureSet.load(EMBEDDED_FEATURES).extra["heldout"]}
+
+
+def _assert_close(ours: dict[str, Any], theirs: dict[str, Any], name: str) -> None:
+    """Recomputed numbers against the report's: per category within 0.01, unions within 0.005."""
+    for category, row in theirs["categories"].items():
+        for key in ("auroc", "recall", "false_positive_rate"):
+            if key in row:
+                got = ours["categories"][category][key][0]
+                assert got == pytest.approx(row[key][0], abs=0.01), (name, category, key)
+    for union, row in theirs["unions"].items():
+        assert ours["unions"][union]["auroc"][0] == pytest.approx(row["auroc"][0], abs=0.005), (name, union)
 
 
 def test_shipped_sae_fits_the_embedded_model_and_is_small() -> None:
@@ -72,15 +86,15 @@ def test_recomputed_scores_match_the_committed_file_and_report(held: dict[str, A
     moved = np.abs(held["scores"] - np.array([r["detector"] for r in records])) > 0.05
     assert moved.mean() <= 0.01
     for name, ours in (("detector", held["detector"]), ("alt-profanity-check", held["judge"])):
-        theirs = reported["scorers"][name]
-        for category, row in theirs["categories"].items():
-            for key in ("auroc", "recall", "false_positive_rate"):
-                if key in row:
-                    got = ours["categories"][category][key][0]
-                    assert got == pytest.approx(row[key][0], abs=0.01), (name, category, key)
-        for union, row in theirs["unions"].items():
-            got = ours["unions"][union]["auroc"][0]
-            assert got == pytest.approx(row["auroc"][0], abs=0.005), (name, union)
+        _assert_close(ours, reported["scorers"][name], name)
+
+
+def test_the_numbers_on_the_readers_labels_match_the_report(held: dict[str, Any]) -> None:
+    # discovery/review.py: the held-out split under a reader's verdicts, made blind to every score.
+    ours, theirs = held["reviewed"], held["reported"]["reviewed"]
+    assert ours["agreement"] == theirs["agreement"] and ours["texts"] == theirs["texts"]
+    for name in ("detector", "alt-profanity-check"):
+        _assert_close(ours["scorers"][name], theirs["scorers"][name], name)
 
 
 def test_every_category_and_both_views_are_held_out(held: dict[str, Any]) -> None:
@@ -104,6 +118,13 @@ def test_non_lexical_auroc_meets_the_target(held: dict[str, Any]) -> None:
 @NOT_MET
 def test_union_auroc_at_least_the_judges(held: dict[str, Any]) -> None:
     assert held["detector"]["unions"]["all"]["auroc"][0] >= held["judge"]["unions"]["all"]["auroc"][0]
+
+
+def test_on_the_readers_labels_union_auroc_at_least_the_judges(held: dict[str, Any]) -> None:
+    # Not an issue target as written (it reads the split's own labels, above, and is not met there):
+    # on the labels a reader confirms, the judge no longer grades its own profanity labels.
+    union = {name: m["unions"]["all"]["auroc"][0] for name, m in held["reviewed"]["scorers"].items()}
+    assert union["detector"] >= union["alt-profanity-check"]
 
 
 @pytest.mark.parametrize("category", [pytest.param(c, marks=NOT_MET)
