@@ -59,7 +59,7 @@ class FindFeaturesJob:
     seed: int = 0
     n_boot: int = 1000
     signed: bool = True  # detector weights of both signs (discovery/features.py); False: non-negative
-    review: Path | None = REVIEW_FILE  # a reader's verdicts on held-out lines (discovery/review.py)
+    review: Path | None = REVIEW_FILE  # a reader's verdicts on lines of the sets (discovery/review.py)
     review_selection: bool = False  # fit on the reader's labels where the review has read a selection line
 
 
