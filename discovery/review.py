@@ -63,6 +63,8 @@ __all__ = ["OUTCOMES", "REVIEW_FILE", "REVIEWED_SETS", "VERDICTS", "export_lines
 REVIEW_FILE = Path(__file__).with_name("data") / "review.jsonl"
 REVIEWED_SETS = ("lexical", "short", "instructed")  # templated: right by construction
 VERDICTS = ("toxic", "benign", "unclear")
+# What the reader said of a line's label, per set and category in the report's agreement table.
+OUTCOMES = ("confirmed", "contradicted", "unclear", "not reviewed", "by construction")
 
 
 def export_lines(held: Sequence[dict[str, Any]], seed: int = 0) -> list[dict[str, str]]:
@@ -102,9 +104,6 @@ def readers_labels(texts: Sequence[dict[str, Any]], review: dict[str, str]
             keep.append(i)
             relabelled.append(record)
     return np.array(keep, dtype=int), relabelled, dict(sorted(agreement.items()))
-
-
-OUTCOMES = ("confirmed", "contradicted", "unclear", "not reviewed", "by construction")
 
 
 def selection_under_review(texts: Sequence[dict[str, Any]], review: dict[str, str]
