@@ -183,7 +183,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         if args.command == "export":
             texts = _read_jsonl(args.heldout)
         else:  # the kept selection lines, as labelled_texts would name them
-            texts = [{"set": "instructed", "visible": r["line"]} for r in _read_jsonl(args.instructed)
+            from discovery.instructed import load_instructed  # one record per id, as find-features reads it
+
+            texts = [{"set": "instructed", "visible": r["line"]} for r in load_instructed(args.instructed)
                      if r["dropped"] is None and r["split"] != HELDOUT]
         lines = export_lines(texts, args.seed)
         args.out.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in lines))
