@@ -113,16 +113,17 @@ def _first_word_checks(model: Any, tokenizer: Any, detector: ToxicityDetector, h
 def run_find_features(job: FindFeaturesJob) -> dict[str, Any]:
     started = time.monotonic()
     la = load_labelled_activations(job.model_dir, job.work_dir, job.data, job.sae_dir)
+    review = load_review(job.review) if job.review is not None and job.review.exists() else None
     reviewed_selection: dict[str, int] | None = None
     if job.review_selection:
-        if job.review is None:
-            raise ValueError("--review-selection needs a review file")
-        keep, records, reviewed_selection = selection_under_review(la.texts, load_review(job.review))
+        if review is None:
+            raise ValueError(f"--review-selection needs a review file ({job.review} not found)")
+        keep, records, reviewed_selection = selection_under_review(la.texts, review)
         la = la.subset(keep, records)
     feature_set, selection = _select(job, la)
     if reviewed_selection is not None:
         selection["selection"]["readers_labels"] = reviewed_selection
-    held_texts, det_scores, judge_scores, heldout = _score_heldout(job, la, feature_set)
+    held_texts, det_scores, judge_scores, heldout = _score_heldout(job, la, feature_set, review)
     sel, categories = ~la.held, la.categories
     feature_set.extra = {
         **selection,
@@ -151,17 +152,6 @@ def run_find_features(job: FindFeaturesJob) -> dict[str, Any]:
                                ensure_ascii=False) + "\n")
     write_features_report(job.out.parent / "features_report.md", data)
     return data
-
-
-def _reviewed(job: FindFeaturesJob, held_texts: list[dict[str, Any]], scorers: dict[str, np.ndarray]
-              ) -> dict[str, Any] | None:
-    """Every scorer on the reader's labels, where the review file has read any of these lines."""
-    if job.review is None or not job.review.exists():
-        return None
-    review = load_review(job.review)
-    if not any(t["visible"] in review for t in held_texts):  # another split: nothing of it was read
-        return None
-    return reviewed_section(held_texts, scorers, review, job.n_boot, job.seed)
 
 
 def _select(job: FindFeaturesJob, la: LabelledActivations) -> tuple[FeatureSet, dict[str, Any]]:
@@ -209,10 +199,12 @@ def _select(job: FindFeaturesJob, la: LabelledActivations) -> tuple[FeatureSet, 
     return feature_set, report
 
 
-def _score_heldout(job: FindFeaturesJob, la: LabelledActivations, feature_set: FeatureSet
+def _score_heldout(job: FindFeaturesJob, la: LabelledActivations, feature_set: FeatureSet,
+                   review: dict[str, str] | None
                    ) -> tuple[list[dict[str, Any]], np.ndarray, dict[str, np.ndarray], dict[str, Any]]:
     """The held-out split, scored once with the detector exactly as it runs, and by the judges:
-    its texts, the detector's and the judges' scores, and the report's held-out section."""
+    its texts, the detector's and the judges' scores, and the report's held-out section (with the
+    reader's labels where `review` has read its lines)."""
     detector = ToxicityDetector(la.sae, feature_set)
     held = la.held
     held_texts = [t for t, h in zip(la.texts, held, strict=True) if h]
@@ -253,7 +245,8 @@ def _score_heldout(job: FindFeaturesJob, la: LabelledActivations, feature_set: F
                "checks": checks,
                "intervals": f"95% percentile bootstrap over groups (both views of a line together), "
                             f"{job.n_boot} resamples"}
-    reviewed = _reviewed(job, held_texts, scorers)
-    if reviewed is not None:
-        heldout["reviewed"] = reviewed
+    # Every scorer on the reader's labels, where the review has read any of these lines (another
+    # split may have none of them).
+    if review is not None and any(t["visible"] in review for t in held_texts):
+        heldout["reviewed"] = reviewed_section(held_texts, scorers, review, job.n_boot, job.seed)
     return held_texts, det_scores, judge_scores, heldout
