@@ -32,6 +32,7 @@ D_SAE = load_sae_config(SAE_PATH).d_sae
 TIER_FEATURES = SHIPPED.features
 # Bearer keys of tests/policies.yaml's tenants.
 PUBLIC_KEY, ACME_KEY, BETA_KEY, KID_KEY, STOPPER_KEY = "sk-public", "sk-acme", "sk-beta", "sk-kid", "sk-stopper"
+RECORDER_KEY = "sk-recorder"
 AB_KEY, AB2_KEY, AB_QUIET_KEY, AB_HEADER_KEY, AB_REPORT_KEY = (
     "sk-ab", "sk-ab2", "sk-ab-quiet", "sk-ab-header", "sk-ab-report")
 
