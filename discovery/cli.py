@@ -165,9 +165,10 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--nonneg-weights", action="store_true",
                    help="only toxic evidence: non-negative detector weights (the form of the detectors "
                    "shipped so far; default: weights of both signs, benign evidence counting against)")
-    p.add_argument("--review-selection", action="store_true",
+    p.add_argument("--review-selection", action=argparse.BooleanOptionalAction, default=True,
                    help="fit on the reader's labels where discovery/data/review.jsonl has read a "
-                   "selection line (discovery/review.py; default: the sets' own labels)")
+                   "selection line (discovery/review.py; the default since 2026-11-28); "
+                   "--no-review-selection: the sets' own labels everywhere")
     p.set_defaults(func=_find_features)
 
     p = sub.add_parser("tier-gates", help="how often tier gates open on toxic vs benign text (offline)",

@@ -60,7 +60,7 @@ class FindFeaturesJob:
     n_boot: int = 1000
     signed: bool = True  # detector weights of both signs (discovery/features.py); False: non-negative
     review: Path | None = REVIEW_FILE  # a reader's verdicts on lines of the sets (discovery/review.py)
-    review_selection: bool = False  # fit on the reader's labels where the review has read a selection line
+    review_selection: bool = True  # fit on the reader's labels where the review has read a selection line
 
 
 def filter_table(instructed: list[dict[str, Any]]) -> dict[str, dict[str, int]]:
@@ -117,7 +117,8 @@ def run_find_features(job: FindFeaturesJob) -> dict[str, Any]:
     reviewed_selection: dict[str, int] | None = None
     if job.review_selection:
         if review is None:
-            raise ValueError(f"--review-selection needs a review file ({job.review} not found)")
+            raise ValueError(f"fitting on the reader's labels needs a review file ({job.review} not found); "
+                             "--no-review-selection fits on the sets' own labels")
         keep, records, reviewed_selection = selection_under_review(la.texts, review)
         la = la.subset(keep, records)
     feature_set, selection = _select(job, la)
