@@ -105,6 +105,12 @@ CANDIDATES: list[TierRecipe] = [
     # behind it and clamps behind a higher level, which opens on fewer tokens.
     TierRecipe("clamp", strength=-2.0, detector_gate=-5.0, top_k=20),
     *(TierRecipe("clamp", strength=s, detector_gate=-4.0, top_k=20) for s in (-3.0, -6.0)),
+    # Tenth round, on the detector fitted on the reader's labels (2026-11-28; bias -4.94 where the
+    # three-shot one's was -9.02, so its token logit runs about 4 higher): its -1 opens where the
+    # old -5 did (0.4% of benign, 5.5% of toxic selection tokens), its -2 / -3 about where -6 / -7
+    # did (1.1% / 3.1% of benign); the constant clamps on the new top 10 as before.
+    *(TierRecipe("clamp", strength=s, detector_gate=-1.0, top_k=20) for s in (-2.0, -3.0)),
+    *(TierRecipe("clamp", strength=-2.0, detector_gate=g, top_k=20) for g in (-2.0, -3.0)),
 ]
 
 
