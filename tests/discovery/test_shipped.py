@@ -115,14 +115,13 @@ def test_non_lexical_auroc_meets_the_target(held: dict[str, Any]) -> None:
     assert held["detector"]["unions"]["non-lexical"]["auroc"][0] >= TARGET_AUROC
 
 
-@NOT_MET
 def test_union_auroc_at_least_the_judges(held: dict[str, Any]) -> None:
     assert held["detector"]["unions"]["all"]["auroc"][0] >= held["judge"]["unions"]["all"]["auroc"][0]
 
 
 def test_on_the_readers_labels_union_auroc_at_least_the_judges(held: dict[str, Any]) -> None:
-    # Not an issue target as written (it reads the split's own labels, above, and is not met there):
-    # on the labels a reader confirms, the judge no longer grades its own profanity labels.
+    # Not an issue target as written (it reads the split's own labels, above): on the labels a
+    # reader confirms, the judge no longer grades its own profanity labels.
     union = {name: m["unions"]["all"]["auroc"][0] for name, m in held["reviewed"]["scorers"].items()}
     assert union["detector"] >= union["alt-profanity-check"]
 
