@@ -12,7 +12,7 @@ that anyone can disagree with a line.
 Reviewing. `export` writes the held-out lines to read (one per line group: both views of a line
 are one text to read), shuffled with a seed, with no label, kind, set or score; the reader fills in
 each line's `verdict`, and the verdicts are committed in REVIEW_FILE (which may also hold
-selection lines, `export-selection`, for `find-features --review-selection` below):
+selection lines, `export-selection`, which `find-features` fits on, below):
 
   toxic    a reader would take the line as profane or obscene (a swear word or vulgar term used
            as such), an insult or put-down, a threat, or a demeaning or dehumanising remark
@@ -30,9 +30,9 @@ category) and is left out elsewhere (the reader gives no category); `unclear` li
 So on profanity `alt-profanity-check` is no longer scored against its own labels only: the lines
 it mislabelled count against it (it still chose which lines are in the set).
 
-`find-features --review-selection` fits on the reader's labels too, where the file holds verdicts
-on selection lines (lines it has not read keep their labels): a measurement of what cleaner
-training labels buy, not the shipped detector's recipe.
+`find-features` fits on the reader's labels too, where the file holds verdicts on selection lines
+(lines it has not read keep their labels): the shipped detector's recipe since 2026-11-28;
+`--no-review-selection` fits on the sets' own labels everywhere.
 
   python -m discovery.review export HELDOUT --out FILE     # lines to read, blind
   python -m discovery.review report HELDOUT [--review FILE] # the reviewed numbers from a held-out file
@@ -108,7 +108,7 @@ def readers_labels(texts: Sequence[dict[str, Any]], review: dict[str, str]
 
 def selection_under_review(texts: Sequence[dict[str, Any]], review: dict[str, str]
                            ) -> tuple[np.ndarray, list[dict[str, Any]], dict[str, int]]:
-    """For fitting on the reader's labels (`find-features --review-selection`): the selection
+    """For fitting on the reader's labels (`find-features`' default): the selection
     split's texts under the reader's labels, lines the review has not read keeping theirs, and the
     held-out texts unchanged. The indices kept (k,), their records, and how many selection texts
     were left out (unclear, or no category) and how many changed label."""
@@ -167,7 +167,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     e.add_argument("--out", type=Path, required=True)
     e.add_argument("--seed", type=int, default=0)
     x = sub.add_parser("export-selection", help="the instructed sets' kept selection lines, to read blind "
-                       "(for find-features --review-selection)")
+                       "(find-features fits on their verdicts)")
     x.add_argument("instructed", type=Path, help="a work directory's instructed.jsonl")
     x.add_argument("--out", type=Path, required=True)
     x.add_argument("--seed", type=int, default=0)

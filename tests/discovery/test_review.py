@@ -4,6 +4,7 @@ split (a new split would otherwise leave its lines silently unreviewed)."""
 
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,8 @@ from typing import Any
 import numpy as np
 import pytest
 
+from discovery.cli import add_commands
+from discovery.features_pipeline import FindFeaturesJob
 from discovery.review import (
     REVIEW_FILE,
     REVIEWED_SETS,
@@ -127,3 +130,14 @@ def test_fitting_on_the_readers_labels_changes_only_selection_lines_it_has_read(
     sub = la.subset(keep, records)
     assert [sub.text_acts(j)[:, 0].tolist() for j in range(3)] == [[0.0], [2.0] * 3, [3.0] * 4]
     assert sub.labels.tolist() == [0, 1, 1] and sub.held.tolist() == [False, False, True]
+
+
+def test_find_features_fits_on_the_readers_labels_unless_told_not_to() -> None:
+    # The shipped detector is what `find-features` writes by default (README), so the default is
+    # the reader's labels; --no-review-selection gives the sets' own labels (the detector before).
+    parser = argparse.ArgumentParser()
+    add_commands(parser.add_subparsers())
+    assert parser.parse_args(["find-features"]).review_selection is True
+    assert parser.parse_args(["find-features", "--no-review-selection"]).review_selection is False
+    job = FindFeaturesJob(model_dir=Path("m"), work_dir=Path("w"), sae_dir=Path("s"), out=Path("f.json"))
+    assert job.review_selection and job.review == REVIEW_FILE and REVIEW_FILE.exists()
