@@ -163,6 +163,19 @@ def _data(data: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _readers_labels_clause(counts: dict[str, int] | None) -> str:
+    """What the fit took from the review file (discovery/review.py), for the selection paragraph."""
+    if counts is None:  # --no-review-selection
+        return ""
+    # "read" is counted since 2026-11-28 (older files: the clause below, as they were written).
+    if counts.get("read") == 0:  # e.g. another model's split, whose lines the review never read
+        return (". Fitted on the sets' own labels: the review file has read none of this selection split's "
+                "lines (discovery/review.py)")
+    return (". Fitted on the reader's labels where the review file has read a selection line "
+            f"(discovery/review.py; {counts['relabelled']} selection texts changed label, "
+            f"{counts['left_out']} were left out)")
+
+
 def format_features_report(data: dict[str, Any]) -> str:
     held, sel = data["heldout"], data["selection"]
     det = data["detector"]
@@ -200,9 +213,7 @@ def format_features_report(data: dict[str, Any]) -> str:
         "held apart): "
         + ", ".join(f"C={t['C']}: {t['features']} features, AUROC {t['validation_auroc']:.4f}"
                     + (" (chosen)" if t.get("chosen") else "") for t in sel["size_search"])
-        + (". Fitted on the reader's labels where the review file has read a selection line "
-           f"(discovery/review.py; {sel['readers_labels']['relabelled']} selection texts changed label, "
-           f"{sel['readers_labels']['left_out']} were left out)" if "readers_labels" in sel else "")
+        + _readers_labels_clause(sel.get("readers_labels"))
         + f". Operating point: the lowest score that flags at most {sel['fpr_budget']:.0%} of the selection split's "
         f"benign and benign-hard texts as scored {sel.get('operating_point_scores', 'in-sample')} "
         f"({sel['operating_point_before_folding']:.4f}, folded into the bias). Per "

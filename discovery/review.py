@@ -111,11 +111,13 @@ def selection_under_review(texts: Sequence[dict[str, Any]], review: dict[str, st
     """For fitting on the reader's labels (`find-features`' default): the selection
     split's texts under the reader's labels, lines the review has not read keeping theirs, and the
     held-out texts unchanged. The indices kept (k,), their records, and how many selection texts
-    were left out (unclear, or no category) and how many changed label."""
+    the review has read, how many were left out (unclear, or no category) and how many changed label."""
     keep: list[int] = []
     records: list[dict[str, Any]] = []
-    counts = {"left_out": 0, "relabelled": 0}
+    counts = {"read": 0, "left_out": 0, "relabelled": 0}
     for i, t in enumerate(texts):
+        if t["split"] != HELDOUT and t["set"] in REVIEWED_SETS and t["visible"] in review:
+            counts["read"] += 1
         record = t if t["split"] == HELDOUT else _relabel(t, review, keep_unreviewed=True)[1]
         if record is None:
             counts["left_out"] += 1

@@ -119,7 +119,7 @@ def test_fitting_on_the_readers_labels_changes_only_selection_lines_it_has_read(
         for t in _text("instructed", line, category, ("raw",))]
     review = {"read: benign": "benign", "read: unclear": "unclear"}
     keep, records, counts = selection_under_review(texts, review)
-    assert keep.tolist() == [0, 2, 3] and counts == {"left_out": 1, "relabelled": 1}
+    assert keep.tolist() == [0, 2, 3] and counts == {"read": 2, "left_out": 1, "relabelled": 1}
     assert [(r["label"], r["category"]) for r in records] == [(0, "benign"), (1, "insult"), (1, "insult")]
     # The activations follow the texts kept: text i has i + 1 tokens of value i.
     acts = torch.cat([torch.full((i + 1, 2), float(i)) for i in range(4)])
