@@ -6,8 +6,10 @@ often off-task). So the judge is scored against its own labels on profanity, and
 against labels that are partly wrong beyond the lexicon. A reader's verdict gives a third view,
 independent of the detector and of the judge: the report recomputes each scorer's numbers under
 the reader's labels (below), and counts per set the lines the reader confirms and contradicts.
-One reader, one pass: the verdicts are a reading, not a panel's agreement, and are committed so
-that anyone can disagree with a line.
+The verdicts are committed so that anyone can disagree with a line. A second reader read the
+same lines blind (SECOND_REVIEW_FILE); discovery/agreement.py measures how far the two agree and
+writes the consensus (a line both read alike keeps that verdict, else unclear), which `report
+--review` scores like any review file. `find-features` fits on the first reader's file.
 
 Reviewing. `export` writes the held-out lines to read (one per line group: both views of a line
 are one text to read), shuffled with a seed, with no label, kind, set or score; the reader fills in
@@ -57,10 +59,11 @@ import numpy as np
 from discovery.evaluation import scorer_metrics
 from discovery.splits import HELDOUT
 
-__all__ = ["OUTCOMES", "REVIEW_FILE", "REVIEWED_SETS", "VERDICTS", "export_lines", "load_review",
-           "readers_labels", "reviewed_section", "selection_under_review"]
+__all__ = ["OUTCOMES", "REVIEW_FILE", "REVIEWED_SETS", "SECOND_REVIEW_FILE", "VERDICTS", "export_lines",
+           "load_review", "readers_labels", "reviewed_section", "selection_under_review"]
 
 REVIEW_FILE = Path(__file__).with_name("data") / "review.jsonl"
+SECOND_REVIEW_FILE = Path(__file__).with_name("data") / "review_second.jsonl"  # another reader, same lines
 REVIEWED_SETS = ("lexical", "short", "instructed")  # templated: right by construction
 VERDICTS = ("toxic", "benign", "unclear")
 # What the reader said of a line's label, per set and category in the report's agreement table.

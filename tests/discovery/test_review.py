@@ -17,6 +17,7 @@ from discovery.features_pipeline import FindFeaturesJob
 from discovery.review import (
     REVIEW_FILE,
     REVIEWED_SETS,
+    SECOND_REVIEW_FILE,
     export_lines,
     load_review,
     main,
@@ -100,12 +101,18 @@ def test_a_review_file_with_an_unknown_verdict_is_refused(tmp_path: Path) -> Non
         load_review(path)
 
 
-def test_the_committed_review_reads_every_line_of_the_committed_heldout_split() -> None:
-    review = load_review(REVIEW_FILE)
+@pytest.mark.parametrize("path", [REVIEW_FILE, SECOND_REVIEW_FILE], ids=["first", "second"])
+def test_each_committed_review_reads_every_line_of_the_committed_heldout_split(path: Path) -> None:
+    review = load_review(path)
     held = [json.loads(line) for line in EMBEDDED_HELDOUT.read_text().splitlines()]
     to_read = {t["visible"] for t in held if t["set"] in REVIEWED_SETS}
     assert to_read <= set(review)  # no held-out line unread (the file may hold selection lines too)
     assert {review[t] for t in to_read} == {"toxic", "benign", "unclear"}
+
+
+def test_the_second_reader_read_the_same_lines_as_the_first() -> None:
+    # Agreement (discovery/agreement.py) is over the lines both read: every one of the first's.
+    assert set(load_review(SECOND_REVIEW_FILE)) == set(load_review(REVIEW_FILE))
 
 
 def test_fitting_on_the_readers_labels_changes_only_selection_lines_it_has_read() -> None:
