@@ -19,7 +19,7 @@ from discovery.activations import load_lm
 from discovery.evaluation import scorer_metrics
 from discovery.judges import get_judge
 from discovery.labelled import DataSpec, labelled_texts
-from discovery.review import REVIEW_FILE, load_review, reviewed_section
+from discovery.review import REVIEW_FILE, SECOND_REVIEW_FILE, load_review, reviewed_section
 from discovery.scoring import load_detector, score_texts
 from discovery.short_lines import build_short, load_short
 from discovery.splits import HELDOUT
@@ -52,6 +52,8 @@ def held() -> dict[str, Any]:
             "judge": scorer_metrics(judge, records, THRESHOLD, n_boot=200),
             "reviewed": reviewed_section(records, {"detector": scores, "alt-profanity-check": judge},
                                          load_review(REVIEW_FILE), n_boot=200),
+            "second_reader": reviewed_section(records, {"detector": scores, "alt-profanity-check": judge},
+                                              load_review(SECOND_REVIEW_FILE), n_boot=200),
             "reported": FeatureSet.load(EMBEDDED_FEATURES).extra["heldout"]}
 
 
@@ -124,6 +126,15 @@ def test_on_the_readers_labels_union_auroc_at_least_the_judges(held: dict[str, A
     # reader confirms, the judge no longer grades its own profanity labels.
     union = {name: m["unions"]["all"]["auroc"][0] for name, m in held["reviewed"]["scorers"].items()}
     assert union["detector"] >= union["alt-profanity-check"]
+
+
+def test_on_the_second_readers_labels_the_auroc_targets_hold(held: dict[str, Any]) -> None:
+    # The detector was fitted on the first reader's selection labels; the second reader labelled
+    # none of the lines it was fitted on, so these held-out labels owe nothing to the fit's labeller.
+    scorers = held["second_reader"]["scorers"]
+    ours = {u: scorers["detector"]["unions"][u]["auroc"][0] for u in ("non-lexical", "lexical", "all")}
+    assert ours["non-lexical"] >= TARGET_AUROC and ours["lexical"] >= TARGET_AUROC
+    assert ours["all"] >= scorers["alt-profanity-check"]["unions"]["all"]["auroc"][0]
 
 
 @pytest.mark.parametrize("category", [pytest.param(c, marks=NOT_MET)
