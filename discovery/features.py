@@ -8,10 +8,10 @@ then checks them by hand. Here every step is a measurement on a labelled selecti
 2. the detector: a logistic combination of those features, in exactly the form it runs in
    (middleware/detection.py). Signed (the default of `find-features`): features that speak for a
    benign reading ("kind", "help you move") count against the toxic ones, which is what lets a
-   detector tell "you are worthless" from "you are thoughtful" in the same frame (README, "Beyond
-   the lexicon: templated lines and signed weights", for what it does on held-out phrases).
-   Non-negative (the form of the detectors shipped so far): only toxic evidence, so a text's
-   score can only grow as it is generated;
+   detector tell "you are worthless" from "you are thoughtful" in the same frame (README, "Why
+   these choices"; the measurement is in docs/detector/HISTORY.md, "templated lines and signed
+   weights"). Non-negative (the form of the detectors shipped until 2026-11-27): only toxic
+   evidence, so a text's score can only grow as it is generated;
 3. per selected feature, the stats a person checks: AUROC of its max activation, mean
    activation and firing frequency in each class (`feature_stats`), and a threshold (Youden's J)
    for steering gates.
