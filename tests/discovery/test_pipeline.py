@@ -122,10 +122,10 @@ def test_find_features_writes_features_report_and_heldout(trained: tuple[TrainSA
     report = (out.parent / "features_report.md").read_text()
     assert "Held-out split" in report and "Labelled data" in report
     assert "Beyond the lexicon, per set" in report and "Templated lines" in report
-    # The committed review file reads the embedded model's lines, none of this one's: the report says
-    # the fit kept the sets' own labels rather than "fitted on the reader's labels (0 changed)".
-    assert data["selection"]["readers_labels"] == {"read": 0, "left_out": 0, "relabelled": 0}
-    assert "the review file has read none of this selection split's lines" in report
+    # The committed review file reads the shipped split's lines, few if any of this tiny one's: where it
+    # read none, the report says the fit kept the sets' own labels (not "fitted on ... 0 changed").
+    read_none = data["selection"]["readers_labels"]["read"] == 0
+    assert ("the review file has read none of this selection split's lines" in report) == read_none
 
 
 def test_find_features_reports_and_fits_on_a_readers_labels(trained: tuple[TrainSAEJob, dict],

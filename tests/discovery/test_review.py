@@ -139,6 +139,19 @@ def test_fitting_on_the_readers_labels_changes_only_selection_lines_it_has_read(
     assert sub.labels.tolist() == [0, 1, 1] and sub.held.tolist() == [False, False, True]
 
 
+def test_the_report_says_what_the_fit_took_from_the_review_file() -> None:
+    from discovery.report import _readers_labels_clause
+
+    assert _readers_labels_clause(None) == ""  # --no-review-selection
+    assert "read none of this selection split's lines" in _readers_labels_clause(
+        {"read": 0, "left_out": 0, "relabelled": 0})
+    fitted = _readers_labels_clause({"read": 5, "left_out": 1, "relabelled": 2})
+    assert "Fitted on the reader's labels" in fitted
+    assert "2 selection texts changed label, 1 were left out" in fitted
+    # Features files written before "read" was counted keep the wording they were written with.
+    assert "Fitted on the reader's labels" in _readers_labels_clause({"left_out": 44, "relabelled": 52})
+
+
 def test_find_features_fits_on_the_readers_labels_unless_told_not_to() -> None:
     # The shipped detector is what `find-features` writes by default (README), so the default is
     # the reader's labels; --no-review-selection gives the sets' own labels (the detector before).
