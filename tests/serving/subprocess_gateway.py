@@ -112,13 +112,15 @@ class Gateway:
         pytest.fail(f"after {within_s} s still running: {left}; port {self.port} free: {port_free(self.port)}\n"
                     f"{self.tail()}")
 
-    def listening_ports(self) -> set[int]:
-        """TCP ports its processes listen on."""
+    def listening_ports(self, reachable_at: str = "127.0.0.1") -> set[int]:
+        """TCP ports its processes listen on where a client of `reachable_at` would reach them: on that
+        address or a wildcard. Ray binds its own servers to the node's address too, where a port the
+        kernel hands out may equal another gateway's loopback port without taking it from its clients."""
         ports = set()
         for p in self.tree:
             try:
                 ports |= {c.laddr.port for c in psutil.Process(p.pid).net_connections("tcp")
-                          if c.status == psutil.CONN_LISTEN}
+                          if c.status == psutil.CONN_LISTEN and c.laddr.ip in (reachable_at, "0.0.0.0", "::")}
             except psutil.Error:
                 continue
         return ports
