@@ -20,7 +20,6 @@ Kappa's 95% interval is a percentile bootstrap over lines (discovery/intervals.p
 from __future__ import annotations
 
 import argparse
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -28,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from discovery.intervals import Estimate, group_bootstrap
-from discovery.review import REVIEWED_SETS, VERDICTS, load_review
+from discovery.review import REVIEWED_SETS, VERDICTS, load_review, read_heldout, write_review
 
 __all__ = ["cohen_kappa", "compare_readers", "consensus", "format_comparison", "main"]
 
@@ -129,14 +128,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--n-boot", type=int, default=1000)
     args = p.parse_args(argv)
     first, second = load_review(args.first), load_review(args.second)
-    held = None
-    if args.heldout:
-        held = [json.loads(line) for line in args.heldout.read_text().splitlines() if line.strip()]
+    held = read_heldout(args.heldout) if args.heldout else None
     print("\n".join(format_comparison(compare_readers(first, second, held, args.n_boot))))
     if args.consensus:
         merged = consensus(first, second)
-        args.consensus.write_text("".join(json.dumps({"text": t, "verdict": v}, ensure_ascii=False) + "\n"
-                                          for t, v in merged.items()))
+        write_review(args.consensus, [{"text": t, "verdict": v} for t, v in merged.items()])
         print(f"consensus of {len(merged)} lines -> {args.consensus}")
 
 

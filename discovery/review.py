@@ -60,7 +60,8 @@ from discovery.evaluation import scorer_metrics
 from discovery.splits import HELDOUT
 
 __all__ = ["OUTCOMES", "REVIEW_FILE", "REVIEWED_SETS", "SECOND_REVIEW_FILE", "VERDICTS", "export_lines",
-           "load_review", "readers_labels", "reviewed_section", "selection_under_review"]
+           "load_review", "read_heldout", "readers_labels", "reviewed_section", "selection_under_review",
+           "write_review"]
 
 REVIEW_FILE = Path(__file__).with_name("data") / "review.jsonl"
 SECOND_REVIEW_FILE = Path(__file__).with_name("data") / "review_second.jsonl"  # another reader, same lines
@@ -119,9 +120,10 @@ def selection_under_review(texts: Sequence[dict[str, Any]], review: dict[str, st
     records: list[dict[str, Any]] = []
     counts = {"read": 0, "left_out": 0, "relabelled": 0}
     for i, t in enumerate(texts):
-        if t["split"] != HELDOUT and t["set"] in REVIEWED_SETS and t["visible"] in review:
-            counts["read"] += 1
-        record = t if t["split"] == HELDOUT else _relabel(t, review, keep_unreviewed=True)[1]
+        record = t
+        if t["split"] != HELDOUT:
+            outcome, record = _relabel(t, review, keep_unreviewed=True)
+            counts["read"] += outcome not in ("not reviewed", "by construction")
         if record is None:
             counts["left_out"] += 1
             continue
@@ -160,8 +162,14 @@ def reviewed_section(texts: Sequence[dict[str, Any]], scorers: dict[str, np.ndar
                         for name, s in scorers.items()}}
 
 
-def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+def read_heldout(path: Path) -> list[dict[str, Any]]:
+    """The records of a held-out file (heldout.jsonl, as find-features writes it)."""
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def write_review(path: Path, records: Sequence[dict[str, str]]) -> None:
+    """A review file: one {"text", "verdict"} record per line (load_review reads it)."""
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -186,17 +194,17 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = p.parse_args(argv)
     if args.command.startswith("export"):
         if args.command == "export":
-            texts = _read_jsonl(args.heldout)
+            texts = read_heldout(args.heldout)
         else:  # the kept selection lines, as labelled_texts would name them
             from discovery.instructed import load_instructed  # one record per id, as find-features reads it
 
             texts = [{"set": "instructed", "visible": r["line"]} for r in load_instructed(args.instructed)
                      if r["dropped"] is None and r["split"] != HELDOUT]
         lines = export_lines(texts, args.seed)
-        args.out.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in lines))
+        write_review(args.out, lines)
         print(f"{len(lines)} lines to review -> {args.out}")
         return
-    held = _read_jsonl(args.heldout)
+    held = read_heldout(args.heldout)
     from discovery.judges import get_judge
     from discovery.report import format_reviewed, write_features_report
 
